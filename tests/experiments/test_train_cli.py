@@ -1,0 +1,152 @@
+"""`python -m experiments.train` as a user runs it: subprocesses, real Hydra, real data, real Orbax.
+
+Sizes are tiny (Darcy solved on 33 x 33, trained at 17 x 17) so that each run takes seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.metrics import read_metrics
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TINY = ["data.n_train=40", "data.n_test=10", "data.solve_resolution=33", "data.train_resolution=17",
+        "data.test_resolutions=[33]", "model.modes=[4,4]", "model.width=8", "model.n_layers=2",
+        "model.projection_channels=16", "trainer.batch_size=8", "trainer.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("data_cache")
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
+    e.update(NEURAL_LAX_CACHE=str(cache), JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    return e
+
+
+def train(env, run_dir, *overrides, check=True, **kw):
+    cmd = [sys.executable, "-m", "experiments.train", f"hydra.run.dir={run_dir}", *TINY, *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def start(env, run_dir, *overrides):
+    cmd = [sys.executable, "-m", "experiments.train", f"hydra.run.dir={run_dir}", *TINY, *overrides]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def committed_steps(run_dir) -> list[int]:
+    d = pathlib.Path(run_dir) / "checkpoints"
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
+
+
+def wait_for_checkpoint(proc, run_dir, timeout=120.0) -> int:
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (exit {proc.returncode}) before it was interrupted:\n"
+                                 f"{proc.stdout.read()}")
+        steps = committed_steps(run_dir)
+        if steps:
+            return steps[-1]
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("no checkpoint appeared")
+
+
+LONG = ["trainer.max_steps=1500", "trainer.ckpt_every=100", "trainer.log_every=50", "schedule=constant",
+        "trainer.plots=false"]
+
+
+def test_default_outputs(env, tmp_path):
+    run = tmp_path / "run"
+    train(env, run, "trainer.epochs=4")
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["metrics"]) == {"test_s17", "test_s33"}
+    for split in results["metrics"].values():
+        assert 0 < split["rel_l2"] < 1 and 0 < split["rel_h1"] < 2
+    rows = read_metrics(run / "metrics.jsonl")
+    assert any("loss" in r for r in rows) and any(r.get("split") == "test_s33" for r in rows)
+    for png in ("loss.png", "sample_test_s17.png", "sample_test_s33.png"):
+        assert (run / "plots" / png).stat().st_size > 1000
+    assert (run / ".hydra" / "config.yaml").exists()
+    assert committed_steps(run) == [20]
+
+
+def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(env, tmp_path):
+    reference = train(env, tmp_path / "reference", *LONG)
+    assert reference.returncode == 0
+    ref = json.loads((tmp_path / "reference" / "results.json").read_text())
+
+    run = tmp_path / "killed"
+    proc = start(env, run, *LONG)
+    wait_for_checkpoint(proc, run)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "results.json").exists()
+    at_kill = committed_steps(run)[-1]
+    assert 0 < at_kill < 1500
+
+    train(env, run, *LONG)  # the same command again
+    res = json.loads((run / "results.json").read_text())
+    assert res["resumed_from_step"] >= at_kill > 0
+    for split, values in ref["metrics"].items():
+        for k, v in values.items():
+            assert res["metrics"][split][k] == pytest.approx(v, rel=1e-5, abs=1e-7), (split, k)
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "split" not in r]
+    assert steps == list(range(50, 1501, 50))  # rows past the checkpoint were redone, not duplicated
+
+
+def test_sigterm_saves_and_exits_cleanly(env, tmp_path):
+    run = tmp_path / "term"
+    proc = start(env, run, *LONG)
+    first = wait_for_checkpoint(proc, run)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert "rerun the same command to resume" in out and "Traceback" not in out
+    saved = committed_steps(run)[-1]
+    assert saved >= first
+    res = train(env, run, *LONG)
+    assert json.loads((run / "results.json").read_text())["resumed_from_step"] == saved
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.widht=3"], "widht"),
+    (["model=transformer_xl"], "transformer_xl"),
+    (["trainer.epochs=ten"], "epochs"),
+    (["model.modes=[12,12]"], "modes"),
+    (["data.train_resolution=20"], "valid resolutions are"),
+    (["trainer.batch_size=41"], "exceeds the training set"),
+])
+def test_bad_input_gives_a_clear_error(env, tmp_path, overrides, message):
+    proc = train(env, tmp_path / "bad", *overrides, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert message in out
+    assert "jaxlib" not in out and "XlaRuntimeError" not in out
+
+
+def test_nan_loss_exits_with_message(env, tmp_path):
+    proc = train(env, tmp_path / "nan", "schedule=constant", "schedule.value=1e12", "trainer.epochs=20",
+                 "trainer.log_every=5", check=False)
+    assert proc.returncode == 2
+    assert "the training loss became" in proc.stdout + proc.stderr
+
+
+def test_multirun_sweep(env, tmp_path):
+    cmd = [sys.executable, "-m", "experiments.train", "-m", f"hydra.sweep.dir={tmp_path}/sweep",
+           *TINY, "trainer.epochs=1", "trainer.plots=false", "model.width=4,8"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    params = [json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text())["n_params"] for i in (0, 1)]
+    assert params[0] < params[1]
