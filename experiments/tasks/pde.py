@@ -23,15 +23,14 @@ LOSSES = ("l2", "h1")
 
 def stride_for(solve_resolution: int, resolution: int) -> int:
     """Stride r with (solve_resolution - 1) / r + 1 == resolution, or a UserInputError naming the valid ones."""
-    k = solve_resolution - 1
-    if resolution >= 2 and k % (resolution - 1) == 0:
-        return k // (resolution - 1)
-    valid = sorted({k // r + 1 for r in range(1, k + 1) if k % r == 0 and k // r >= 1}, reverse=True)
-    raise UserInputError(
-        f"resolution {resolution} cannot be taken from the solve grid of {solve_resolution} points by "
-        f"striding: valid resolutions are {valid}. Change data.train_resolution / data.test_resolutions, "
-        f"or data.solve_resolution (e.g. 421 gives 211, 141, 106, 85, ...)."
-    )
+    from operators.pde import subsample_stride
+
+    try:
+        return subsample_stride(solve_resolution, resolution)
+    except ValueError as err:
+        raise UserInputError(
+            f"{err}. Change data.train_resolution / data.test_resolutions, or data.solve_resolution "
+            f"(e.g. 421 gives 211, 141, 106, 85, ...).") from None
 
 
 class GaussianNormalizer:
@@ -100,18 +99,18 @@ class DarcyTask(Task):
         return {"x": jax.ShapeDtypeStruct(shape, jnp.float32), "y": jax.ShapeDtypeStruct(shape, jnp.float32)}
 
     def setup(self, progress: bool = True) -> None:
-        from operators.pde import darcy_dataset  # scipy-backed; imported only when data is needed
+        from operators.pde import darcy_dataset, subsample  # scipy-backed; imported when data is needed
 
         common = dict(resolution=self.solve_resolution, cache_dir=self.cache_dir, progress=progress,
                       **self.generator)
         train = darcy_dataset("train", self.n_train, **common)
         test = darcy_dataset("test", self.n_test, **common)
         for s, r in self.strides.items():
-            a_tr, u_tr = train["coeff"][:, ::r, ::r], train["sol"][:, ::r, ::r]
+            a_tr, u_tr = subsample(train["coeff"], r), subsample(train["sol"], r)
             x_mean, x_std = self.normalizer.fit(a_tr)
             y_mean, y_std = self.normalizer.fit(u_tr)
             self._y_stats[s] = (jnp.asarray(y_mean), jnp.asarray(y_std))
-            a_te, u_te = test["coeff"][:, ::r, ::r], test["sol"][:, ::r, ::r]
+            a_te, u_te = subsample(test["coeff"], r), subsample(test["sol"], r)
             self._test_inputs[s] = a_te
             self._evals[f"test_s{s}"] = {
                 "x": ((a_te[..., None] - x_mean) / x_std).astype(np.float32),

@@ -5,6 +5,7 @@ from operators.pde.darcy import (
     generate_darcy,
     split_rng,
     subsample,
+    subsample_stride,
     subsampled_resolution,
     threshold_coefficient,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "spline_interpolation_matrix",
     "split_rng",
     "subsample",
+    "subsample_stride",
     "subsampled_resolution",
     "threshold_coefficient",
 ]

@@ -140,6 +140,21 @@ def subsampled_resolution(resolution: int, r: int) -> int:
     return (resolution - 1) // int(r) + 1
 
 
+def subsample_stride(resolution: int, target: int) -> int:
+    """The stride r that takes a K = ``resolution`` grid to ``target`` points: (K - 1) / r + 1 = target.
+
+    Raises:
+        ValueError: naming K, the target and the resolutions reachable by striding.
+    """
+    if target >= 2 and (resolution - 1) % (target - 1) == 0:
+        return (resolution - 1) // (target - 1)
+    reachable = [(resolution - 1) // d + 1 for d in range(1, resolution) if (resolution - 1) % d == 0]
+    raise ValueError(
+        f"resolution {target} cannot be taken from a grid of K={resolution} points by striding; "
+        f"valid resolutions are {reachable}"
+    )
+
+
 def subsample(fields: np.ndarray, r: int) -> np.ndarray:
     """Every r-th point on the last two (spatial) axes: (..., K, K) -> (..., (K-1)//r + 1, ...).
 

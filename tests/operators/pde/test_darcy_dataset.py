@@ -112,3 +112,13 @@ def test_darcy_dataset_generates_once_then_loads_the_same_arrays(tmp_path, monke
         assert second[key].dtype == np.float32
     darcy_dataset("test", 2, 17, cache_dir=tmp_path, progress=False)
     assert len(calls) == 2 and len(list(tmp_path.glob("darcy-*.npz"))) == 2
+
+
+def test_subsample_stride_inverts_subsampled_resolution():
+    from operators.pde import subsample_stride, subsampled_resolution
+
+    for K in (33, 127, 421):
+        for r in (d for d in range(1, K) if (K - 1) % d == 0):
+            assert subsample_stride(K, subsampled_resolution(K, r)) == r
+    with pytest.raises(ValueError, match=r"valid resolutions are \[421, 211, 141, 106, 85"):
+        subsample_stride(421, 100)
