@@ -151,6 +151,7 @@ class Trainer:
         self.n_devices = self.mesh.devices.size
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
+        self._eval_fns: dict[tuple, Callable] = {}
         for name in ("batch_size", "eval_batch_size"):
             bs = getattr(cfg, name)
             if bs is not None and (bs < 1 or bs % self.n_devices):
@@ -287,7 +288,11 @@ class Trainer:
         bs = self.cfg.eval_batch_size or self.cfg.batch_size
         out = {}
         for split, arrays in task.evals.items():
-            fn = jax.jit(lambda st, b, split=split: task.metrics(merge_model(graphdef, st), b, split))
+            key = (id(task), id(graphdef), split)
+            if key not in self._eval_fns:  # compiled once per split, reused at every evaluation
+                self._eval_fns[key] = jax.jit(
+                    lambda st, b, split=split: task.metrics(merge_model(graphdef, st), b, split))
+            fn = self._eval_fns[key]
             n = split_size(arrays)
             sums: dict[str, float] = {}
             for lo in range(0, n, bs):
