@@ -45,6 +45,7 @@ class DarcyConfig:
     normalizer: str = "pointwise"
     loss: str = "l2"
     cache_dir: str = ".cache/neural_lax"
+    workers: Optional[int] = None  # processes for the solves; null: all CPUs for large jobs
 
 
 @dataclasses.dataclass

@@ -40,7 +40,8 @@ def _quiet_libraries() -> None:
 def fingerprint(cfg: DictConfig) -> dict:
     """Hashes of the config parts a checkpoint depends on (trainer length and logging may change)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "schedule")}
-    parts["data"].pop("cache_dir", None)
+    for key in ("cache_dir", "workers"):  # where and how fast data is made does not change it
+        parts["data"].pop(key, None)
     parts["seed"] = cfg.seed
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in parts.items()}
 

@@ -73,6 +73,7 @@ class DarcyTask(Task):
         normalizer: str = "pointwise",
         loss: str = "l2",
         cache_dir: str = ".cache/neural_lax",
+        workers: int | None = None,
     ):
         if normalizer not in NORMALIZERS:
             raise UserInputError(f"data.normalizer={normalizer!r} is unknown; choose one of {NORMALIZERS}")
@@ -87,6 +88,7 @@ class DarcyTask(Task):
         self.strides = {s: stride_for(solve_resolution, s) for s in self.resolutions}
         self.generator = dict(alpha=alpha, tau=tau, a_pos=a_pos, a_neg=a_neg, seed=seed)
         self.normalizer, self.loss_kind, self.cache_dir = GaussianNormalizer(normalizer), loss, cache_dir
+        self.workers = workers
         self._train: dict[str, np.ndarray] | None = None
         self._evals: dict[str, dict[str, np.ndarray]] = {}
         self._y_stats: dict[int, tuple[jax.Array, jax.Array]] = {}
@@ -102,7 +104,7 @@ class DarcyTask(Task):
         from operators.pde import darcy_dataset, subsample  # scipy-backed; imported when data is needed
 
         common = dict(resolution=self.solve_resolution, cache_dir=self.cache_dir, progress=progress,
-                      **self.generator)
+                      workers=self.workers, **self.generator)
         train = darcy_dataset("train", self.n_train, **common)
         test = darcy_dataset("test", self.n_test, **common)
         for s, r in self.strides.items():

@@ -1,4 +1,5 @@
 """Tests of the FNO Darcy data generator: determinism, sanity of the samples, subsampling, cache."""
+import os
 import numpy as np
 import pytest
 
@@ -122,3 +123,20 @@ def test_subsample_stride_inverts_subsampled_resolution():
             assert subsample_stride(K, subsampled_resolution(K, r)) == r
     with pytest.raises(ValueError, match=r"valid resolutions are \[421, 211, 141, 106, 85"):
         subsample_stride(421, 100)
+
+
+def test_parallel_solves_equal_serial_solves():
+    from operators.pde import generate_darcy
+
+    serial = generate_darcy(6, 33, seed=4, progress=False, workers=1)
+    parallel = generate_darcy(6, 33, seed=4, progress=False, workers=2)
+    for key in ("coeff", "sol"):
+        np.testing.assert_array_equal(parallel[key], serial[key])
+
+
+def test_default_workers_stay_in_process_for_small_jobs():
+    from operators.pde.darcy import default_workers
+
+    assert default_workers(600, 127) == 1         # the default job: spawning would cost more
+    assert default_workers(1000, 421) >= 1        # the paper's data: all CPUs
+    assert default_workers(1000, 421) == min(32, os.cpu_count() or 1)
