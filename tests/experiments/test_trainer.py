@@ -137,3 +137,22 @@ def test_eval_masks_padding(tmp_path):
     x, y = task.evals["test"]["x"], task.evals["test"]["y"]
     want = float(jnp.mean((model(jnp.asarray(x)) - y) ** 2))
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_train_step_and_evaluation_compile_once(tmp_path):
+    """30 steps with evaluation every 10: the loss is traced once and each eval split once."""
+    traces = {"loss": 0, "metrics": 0}
+
+    class CountingTask(ToyRegressionTask):
+        def loss(self, model, batch):
+            traces["loss"] += 1  # Python side effect: runs only while tracing
+            return super().loss(model, batch)
+
+        def metrics(self, model, batch, split):
+            traces["metrics"] += 1
+            return super().metrics(model, batch, split)
+
+    cfg = TrainerConfig(max_steps=30, batch_size=8, log_every=5, ckpt_every=10, eval_every=10, devices=2,
+                        progress=False, plots=False)
+    Trainer(cfg, tmp_path).fit(MLP(rngs=nnx.Rngs(0)), lambda s, t: adam(1e-3), CountingTask())
+    assert traces == {"loss": 1, "metrics": 1}
