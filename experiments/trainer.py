@@ -187,6 +187,12 @@ class Trainer:
             self._check_same_run(ckpt.read_meta(start), ckpt.directory)
             state, _ = ckpt.restore(start, state)
             log.info("resumed from the checkpoint at step %d in %s", start, ckpt.directory)
+            if start > total_steps:
+                ckpt.close()
+                raise UserInputError(
+                    f"the run directory already holds a checkpoint at step {start}, past this run's length "
+                    f"of {total_steps} steps; raise trainer.max_steps / trainer.epochs to continue it, or "
+                    f"use a new run directory (hydra.run.dir=...)")
         metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", resume_step=start)
         start = start or 0
         n_params = count_params(model)
@@ -204,12 +210,13 @@ class Trainer:
             if bad.any():
                 first = pending[int(np.argmax(bad))][0]
                 ckpt.wait()
+                last = ckpt.latest_step()
+                where = (f"the last good checkpoint is step {last} in {ckpt.directory}" if last is not None
+                         else "no checkpoint had been saved yet")
                 raise NonFiniteLossError(
-                    f"the training loss became {values[bad][0]} at step {first}. Training stopped; the "
-                    f"last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory} (nothing was "
-                    f"saved after the loss went bad). Lower optim/schedule learning rate, check the data "
-                    f"normalisation, or rerun to resume from that checkpoint with changed settings in a "
-                    f"new run directory.")
+                    f"the training loss became {values[bad][0]} at step {first}. Training stopped; {where} "
+                    f"(nothing was saved after the loss went bad). Lower the learning rate "
+                    f"(schedule.value) or check the data normalisation, and start a new run directory.")
             elapsed = time.perf_counter() - t_log[0]
             rate = len(pending) * cfg.batch_size / max(elapsed, 1e-9)
             row = {"step": step, "epoch": step / steps_per_epoch, "loss": float(values.mean()),
@@ -253,8 +260,7 @@ class Trainer:
                     if done % cfg.ckpt_every == 0 and done < total_steps:
                         save(done)
                     if stop.signum is not None:
-                        save(done)
-                        ckpt.close()
+                        save(done)  # committed by ckpt.close() in the finally clause
                         raise Preempted(f"received signal {stop.signum} at step {done}: saved a checkpoint "
                                         f"in {ckpt.directory}; rerun the same command to resume")
                 save(total_steps)  # no-op when resuming a run that had already finished

@@ -96,6 +96,12 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
     assert steps == sorted(set(steps))  # no duplicated rows after resume
 
 
+def test_resume_refuses_a_shorter_run_than_the_checkpoint(tmp_path):
+    _fit(tmp_path, "run", max_steps=20)
+    with pytest.raises(UserInputError, match="checkpoint at step 20, past this run's length of 10"):
+        _fit(tmp_path, "run", max_steps=10)
+
+
 def test_resume_refuses_a_different_configuration(tmp_path):
     _fit(tmp_path, "run", max_steps=10)
     trainer = Trainer(TrainerConfig(max_steps=20, batch_size=8, devices=2, progress=False, plots=False),
@@ -112,6 +118,11 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_pa
         _fit(tmp_path, "nan", max_steps=40, make_tx=blow_up)
     ckpts = sorted(int(p.name) for p in (tmp_path / "nan" / "checkpoints").iterdir() if p.name.isdigit())
     assert ckpts == [10]
+
+
+def test_nan_before_any_checkpoint_says_so(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="no checkpoint had been saved yet"):
+        _fit(tmp_path, "nan0", max_steps=40, make_tx=lambda spe, total: optax.sgd(1e30))
 
 
 def test_batch_size_must_divide_over_devices(tmp_path):
