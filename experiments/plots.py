@@ -16,8 +16,9 @@ def plot_loss_curves(metrics_path: str | pathlib.Path, out_path: str | pathlib.P
     rows = read_metrics(metrics_path)
     splits = sorted({r["split"] for r in rows if "split" in r})
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    steps, losses = zip(*iter_series(rows, "loss")) if any(True for _ in iter_series(rows, "loss")) else ((), ())
-    ax.plot(steps, losses, label="train loss", lw=1.5)
+    train = list(iter_series(rows, "loss"))
+    if train:
+        ax.plot(*zip(*train), label="train loss", lw=1.5)
     for split in splits:
         for key in ("rel_l2", "accuracy"):
             pts = list(iter_series(rows, key, split))
