@@ -46,13 +46,14 @@ class GaussianNormalizer:
 
     def fit(self, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """fields: (n, *spatial) -> (mean, std) broadcastable to (batch, *spatial, 1)."""
+        grid = fields.shape[1:]
         if self.kind == "pointwise":
-            mean, std = fields.mean(0), fields.std(0)
+            mean, std = fields.mean(0), fields.std(0) + self.eps
         elif self.kind == "global":
-            mean, std = np.full(fields.shape[1:], fields.mean()), np.full(fields.shape[1:], fields.std())
+            mean, std = np.full(grid, fields.mean()), np.full(grid, fields.std() + self.eps)
         else:
-            mean, std = np.zeros(fields.shape[1:]), np.ones(fields.shape[1:]) - self.eps
-        return mean[..., None].astype(np.float32), (std + self.eps)[..., None].astype(np.float32)
+            mean, std = np.zeros(grid), np.ones(grid)
+        return mean[..., None].astype(np.float32), std[..., None].astype(np.float32)
 
 
 class DarcyTask(Task):
