@@ -7,16 +7,26 @@ RNG counters, optimizer state) and ``meta`` (JSON: epoch, wall time, the run's c
 
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed
 mid-save (even with SIGKILL) never leaves a checkpoint that ``latest_step`` would pick up.
-Saves are asynchronous; ``close`` waits for the last one.
+Saves are asynchronous; ``close`` waits for the last one. In a multi-process run every process
+calls ``save`` / ``restore`` (Orbax coordinates them; process 0 writes the JSON item).
+
+A checkpoint's ``meta`` carries the run's identity (``run_identity``): hashes of the configuration
+parts a checkpoint depends on. ``check_same_run`` refuses to resume a run directory into a
+different configuration.
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
 import pathlib
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import jax
 import orbax.checkpoint as ocp
+
+from experiments.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +75,33 @@ class Checkpointer:
     def close(self) -> None:
         self._mngr.wait_until_finished()
         self._mngr.close()
+
+
+def run_identity(parts: Mapping[str, Any], volatile: Mapping[str, Sequence[str]] = {}) -> dict[str, str]:
+    """Short hashes of the configuration parts a checkpoint depends on, one per part.
+
+    ``parts``: e.g. ``{"model": {...}, "data": {...}, "seed": 0}`` (plain JSON-able values).
+    ``volatile``: dotted keys per part that are left out (``{"data": ["pde.cache_dir"]}``): settings
+    that do not change what is trained, such as where data is cached.
+    """
+    parts = copy.deepcopy(dict(parts))
+    for part, keys in volatile.items():
+        for key in keys:
+            *parents, last = key.split(".")
+            node = parts.get(part)
+            for name in parents:
+                node = node.get(name) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(last, None)
+    return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in parts.items()}
+
+
+def check_same_run(meta: Mapping[str, Any], identity: Mapping[str, str], where: pathlib.Path) -> None:
+    """Raise a ``UserInputError`` naming the changed parts if ``meta`` is from a different run."""
+    old = meta.get("fingerprint", {})
+    changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+    if changed:
+        raise UserInputError(
+            f"the run directory holds checkpoints of a different configuration ({', '.join(changed)} "
+            f"changed) in {where}. Resume with the original settings, or start a new run directory "
+            f"(hydra.run.dir=...) for the new ones.")

@@ -1,126 +1,200 @@
-"""Typed schemas of the Hydra config tree (``configs/``), registered with Hydra's ConfigStore.
+"""Schemas of the Hydra config tree (``configs/``), generated from the constructors they build.
 
-Every YAML option of a group starts its defaults list with the schema of that option, so a misspelt
-key or a value of the wrong type in a YAML file or on the command line is an error at compose time
-(``Key 'widht' not in 'FNOConfig'``), not a silent no-op or a traceback from inside JAX.
+One copy of every signature: the constructor. An option of the groups ``model/``, ``data/``,
+``optim/`` and ``schedule/`` is one YAML file naming its ``_target_`` and the values it chooses.
+At import, this module reads every such file, builds a dataclass schema from the target's
+signature (names, defaults, and types from the annotations), recursing into nested ``_target_``
+nodes (``data.pde``), and registers it in Hydra's ConfigStore as ``schema/<group>/<option>``.
+``configs/train.yaml`` puts ``optional schema/<group>@<group>: ${<group>}`` before each group in its
+defaults list, so the selected option is merged into its own schema at compose time: a misspelt
+key (``Key 'widht' not in 'FNOConfig'``) or a value of the wrong type is an error before anything
+runs, also on the command line and in ``experiment=`` files. Adding a model is the module plus one
+YAML file; nothing here changes.
+
+Arguments the runner supplies at build time are left out of the schemas (``RUNTIME_ARGUMENTS``)
+and make the node partial (``_partial_: true``). Annotations map to OmegaConf types: int, float,
+bool, str, Optional[...] of those, sequences to List[...], mappings to Dict[str, ...], a Literal of
+strings to str (the constructor checks the value); anything else is Any (key-checked, not
+type-checked). Parameters whose defaults cannot live in a config (functions, arrays) are left out:
+the constructor's default is then always used.
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import enum
+import importlib
+import inspect
+import pathlib
+import types
+import typing
 from dataclasses import field
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
 
 from experiments.trainer import TrainerConfig
 
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+# Arguments each group's target receives from the runner, not from the config.
+RUNTIME_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "model": ("rngs",),                               # model(rngs=nnx.Rngs(seed))
+    "data": (),
+    "optim": ("learning_rate",),                      # optimizer(learning_rate=schedule)
+    "schedule": ("steps_per_epoch", "total_steps"),   # schedule(steps_per_epoch=..., total_steps=...)
+}
+
+_PRIMITIVES = (int, float, bool, str)
+
+
+class ConfigSchemaError(RuntimeError):
+    """A YAML option of configs/ names a target whose schema cannot be generated."""
+
+
+def resolve_target(path: str) -> Callable:
+    """The object at a dotted path (``operators.fno.FNO``)."""
+    module, _, name = path.rpartition(".")
+    try:
+        obj = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigSchemaError(f"cannot import {path!r}: {err}") from None
+    return obj
+
+
+def omegaconf_type(annotation: Any) -> Any:
+    """The OmegaConf field type for a Python annotation (Any where OmegaConf has no equivalent)."""
+    if annotation in _PRIMITIVES or (isinstance(annotation, type) and issubclass(annotation, enum.Enum)):
+        return annotation
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        others = [a for a in args if a is not type(None)]
+        inner = omegaconf_type(others[0]) if len(others) == 1 else Any
+        return Optional[inner] if inner is not Any and len(others) < len(args) else Any
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.MutableSequence):
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            kinds = {omegaconf_type(a) for a in args}
+            return List[kinds.pop() if len(kinds) == 1 else Any]
+        return List[omegaconf_type(args[0]) if args else Any]
+    if origin in (dict, collections.abc.Mapping, collections.abc.MutableMapping):
+        return Dict[str, omegaconf_type(args[1]) if len(args) == 2 else Any]
+    if origin is typing.Literal and all(isinstance(a, str) for a in args):
+        return str
+    return Any
+
+
+def _config_default(value: Any) -> tuple[bool, Any]:
+    """(representable, default) of a parameter default; lists/dicts as default factories."""
+    if value is None or isinstance(value, _PRIMITIVES + (enum.Enum,)):
+        return True, value
+    if isinstance(value, (list, tuple)) and all(v is None or isinstance(v, _PRIMITIVES) for v in value):
+        return True, field(default_factory=lambda v=list(value): list(v))
+    if isinstance(value, dict) and all(isinstance(v, _PRIMITIVES) for v in value.values()):
+        return True, field(default_factory=lambda v=dict(value): dict(v))
+    return False, None
+
+
+def signature_schema(target: str, exclude: tuple[str, ...] = (), partial: bool = False,
+                     nested: dict[str, type] | None = None) -> type:
+    """A dataclass schema with ``_target_`` (and ``_partial_``) plus one field per parameter of ``target``.
+
+    ``nested``: parameters whose value is itself a config node with a schema (used as its default).
+    """
+    fn = resolve_target(target)
+    try:  # a class's own __init__: metaclasses (NNX modules) hide it behind __call__(*args, **kwargs)
+        sig = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
+    except (TypeError, ValueError) as err:
+        raise ConfigSchemaError(f"cannot read the signature of {target!r}: {err}") from None
+    params = list(sig.parameters.values())[1 if inspect.isclass(fn) else 0:]  # without self
+    try:
+        hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
+    except Exception:  # unresolvable forward references: keep those that are real objects
+        hints = {p.name: p.annotation for p in params if not isinstance(p.annotation, str)}
+    nested = nested or {}
+    fields = [("_target_", str, field(default=target))]
+    if partial:
+        fields.append(("_partial_", bool, field(default=True)))
+    for p in params:
+        if p.name in exclude or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            continue
+        if p.name in nested:
+            fields.append((p.name, Any, field(default_factory=nested[p.name])))
+            continue
+        tp = omegaconf_type(hints.get(p.name, Any))
+        if p.default is inspect.Parameter.empty:
+            fields.append((p.name, tp, field(default=MISSING)))
+            continue
+        ok, default = _config_default(p.default)
+        if ok:
+            fields.append((p.name, tp, default if isinstance(default, dataclasses.Field) else field(default=default)))
+    name = f"{getattr(fn, '__name__', 'Target')}Config"
+    return dataclasses.make_dataclass(name, fields)
+
+
+def node_schema(node: dict, exclude: tuple[str, ...] = (), partial: bool = False) -> type:
+    """The schema of a config node with a ``_target_``, nested ``_target_`` nodes included."""
+    nested = {k: node_schema(v) for k, v in node.items()
+              if isinstance(v, dict) and "_target_" in v and not k.startswith("_")}
+    return signature_schema(node["_target_"], exclude=exclude, partial=partial, nested=nested)
+
 
 @dataclasses.dataclass
-class FNOConfig:
-    _target_: str = "operators.fno.FNO"
-    _partial_: bool = True  # the runner passes rngs=
-    in_channels: int = 1
-    out_channels: int = 1
-    modes: List[int] = field(default_factory=lambda: [12, 12])
-    width: int = 32
-    n_layers: int = 4
-    projection_channels: int = 128
-    use_grid: bool = True
-    padding: float = 0.0
+class ParamGroupConfig:
+    """One parameter group (``param_groups.<name>.*``); see optim/param_groups.py.
 
+    ``variable_type``: dotted path of an ``nnx.Variable`` subclass; ``path``: a regular expression
+    searched in the "/"-joined parameter path; ``lr_scale``: times the schedule's learning rate;
+    ``weight_decay``: the group's (null: the optimizer's); ``projection``: applied after every step,
+    "non_negative" or the dotted path of a function of an array.
+    """
 
-@dataclasses.dataclass
-class DarcyConfig:
-    _target_: str = "experiments.tasks.pde.DarcyTask"
-    n_train: int = 500
-    n_test: int = 100
-    solve_resolution: int = 127
-    train_resolution: int = 64
-    test_resolutions: List[int] = field(default_factory=list)
-    alpha: float = 2.0
-    tau: float = 3.0
-    a_pos: float = 12.0
-    a_neg: float = 3.0
-    seed: int = 0
-    normalizer: str = "pointwise"
-    loss: str = "l2"
-    cache_dir: str = ".cache/neural_lax"
-    workers: Optional[int] = None  # processes for the solves; null: all CPUs for large jobs
-
-
-@dataclasses.dataclass
-class AdamConfig:
-    _target_: str = "optim.adam"
-    _partial_: bool = True  # the runner passes learning_rate= (the schedule)
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-
-
-@dataclasses.dataclass
-class AdamWConfig:
-    _target_: str = "optax.adamw"
-    _partial_: bool = True
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 1e-4
-
-
-@dataclasses.dataclass
-class ConstantScheduleConfig:
-    _target_: str = "optim.schedules.constant"
-    _partial_: bool = True  # the runner passes steps_per_epoch=, total_steps=
-    value: float = 1e-3
-
-
-@dataclasses.dataclass
-class StepScheduleConfig:
-    _target_: str = "optim.schedules.step_decay"
-    _partial_: bool = True
-    value: float = 1e-3
-    every_epochs: float = 100
-    gamma: float = 0.5
-
-
-@dataclasses.dataclass
-class CosineScheduleConfig:
-    _target_: str = "optim.schedules.cosine"
-    _partial_: bool = True
-    value: float = 1e-3
-    warmup_epochs: float = 0.0
-    final_fraction: float = 0.0
+    variable_type: Optional[str] = None
+    path: Optional[str] = None
+    lr_scale: float = 1.0
+    weight_decay: Optional[float] = None
+    projection: Optional[str] = None
 
 
 @dataclasses.dataclass
 class TrainConfig:
+    """The top level of ``configs/train.yaml``; the groups are typed by their generated schemas."""
+
     seed: int = 0
     model: Any = None
     data: Any = None
     optim: Any = None
     schedule: Any = None
+    param_groups: Dict[str, ParamGroupConfig] = field(default_factory=dict)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     log_level: str = "INFO"
 
 
-SCHEMAS = {
-    ("model", "fno_schema"): FNOConfig,
-    ("data", "darcy_schema"): DarcyConfig,
-    ("optim", "adam_schema"): AdamConfig,
-    ("optim", "adamw_schema"): AdamWConfig,
-    ("schedule", "constant_schema"): ConstantScheduleConfig,
-    ("schedule", "step_schema"): StepScheduleConfig,
-    ("schedule", "cosine_schema"): CosineScheduleConfig,
-    ("trainer", "trainer_schema"): TrainerConfig,
-}
+def option_files(config_dir: pathlib.Path = CONFIG_DIR) -> dict[tuple[str, str], pathlib.Path]:
+    """``{(group, option): yaml path}`` for every option of the schema-bearing groups."""
+    return {(group, path.stem): path for group in RUNTIME_ARGUMENTS
+            for path in sorted((config_dir / group).glob("*.yaml"))}
 
 
-def register_schemas() -> None:
+def register_schemas(config_dir: pathlib.Path = CONFIG_DIR) -> dict[tuple[str, str], type]:
+    """Generate and register the schema of every option in ``config_dir``; returns them."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    for (group, name), node in SCHEMAS.items():
-        cs.store(group=group, name=name, node=node)
+    schemas = {}
+    for (group, option), path in option_files(config_dir).items():
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if not isinstance(node, dict) or "_target_" not in node:
+            raise ConfigSchemaError(f"{path}: an option of {group}/ must name its `_target_`")
+        exclude = RUNTIME_ARGUMENTS[group]
+        try:
+            schema = node_schema(node, exclude=exclude, partial=bool(exclude))
+        except ConfigSchemaError as err:
+            raise ConfigSchemaError(f"{path}: {err}") from None
+        cs.store(group=f"schema/{group}", name=option, node=schema)
+        schemas[group, option] = schema
+    return schemas
 
 
-register_schemas()
+SCHEMAS = register_schemas()

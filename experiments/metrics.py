@@ -1,11 +1,100 @@
-"""Metrics as JSON lines: one object per logged step, ``{"step": ..., "loss": ..., ...}``."""
+"""Metrics: reducible means, the training-loss buffer, and the JSON-lines log of a run.
+
+* ``Mean``: what ``Task.metrics`` returns for each metric: per-example sums and counts, so that a
+  split's value is ``sum(total) / sum(count)`` over all its examples. A per-example relative error is
+  ``Mean(err)`` (count 1 each); a token accuracy is ``Mean(correct.sum(-1), mask.sum(-1))``, which
+  averages over real tokens, not over examples or batches, whatever the batch size or padding.
+* ``LossBuffer``: training losses stay on the device and are fetched once per log interval.
+* ``MetricsLog``: one JSON object per line, ``{"step": ..., "loss": ...}`` or
+  ``{"step": ..., "split": ..., <metric>: ...}``.
+"""
 from __future__ import annotations
 
 import json
 import math
 import os
 import pathlib
-from typing import Any, Iterator
+import time
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.errors import NonFiniteLossError
+
+
+class Mean(NamedTuple):
+    """A metric whose value over a split is ``sum(total) / sum(count)``.
+
+    ``total``: per-example sums, shape ``(batch,)``; ``count``: per-example weights, shape ``(batch,)``
+    or a scalar (the same for every example; default 1). The runner masks padded examples out of
+    both and adds them up over the split.
+    """
+
+    total: jax.Array
+    count: jax.Array | float = 1.0
+
+
+def masked_sums(metrics: Mapping[str, Mean | jax.Array], valid: jax.Array) -> dict[str, jax.Array]:
+    """``{name: [sum(total * valid), sum(count * valid)]}`` of one batch (traced inside ``jit``).
+
+    A plain array in ``metrics`` is read as ``Mean(array)``. ``valid``: ``(batch,)``, 0 for padding.
+    """
+    out = {}
+    for name, m in metrics.items():
+        m = m if isinstance(m, Mean) else Mean(m)
+        total = jnp.asarray(m.total, jnp.float32)
+        if total.shape != valid.shape:
+            raise ValueError(f"Task.metrics must give per-example values of shape {valid.shape} (one per "
+                             f"example of the batch); metric {name!r} has shape {total.shape}")
+        count = jnp.broadcast_to(jnp.asarray(m.count, jnp.float32), total.shape)
+        w = valid.astype(jnp.float32)
+        out[name] = jnp.stack([jnp.sum(total * w), jnp.sum(count * w)])
+    return out
+
+
+def finish_means(sums: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """``{name: total / count}`` from accumulated ``[total, count]`` pairs (NaN where count is 0)."""
+    return {k: float(v[0] / v[1]) if v[1] else float("nan") for k, v in sums.items()}
+
+
+class LossBuffer:
+    """Training losses since the last log, kept on the device; ``flush`` fetches them in one sync.
+
+    ``flush`` raises ``NonFiniteLossError`` if any of them is NaN or infinite (the message ends with
+    ``where_saved()``, which says what checkpoint is left), else returns the log row: the mean loss
+    and the training throughput since the previous flush.
+    """
+
+    def __init__(self, batch_size: int, steps_per_epoch: int, where_saved: Callable[[], str]):
+        self.batch_size, self.steps_per_epoch, self.where_saved = batch_size, steps_per_epoch, where_saved
+        self._pending: list[tuple[int, jax.Array]] = []
+        self._since = time.perf_counter()
+
+    def add(self, step: int, loss: jax.Array) -> None:
+        self._pending.append((step, loss))
+
+    def restart_clock(self) -> None:
+        self._since = time.perf_counter()
+
+    def flush(self, step: int) -> dict[str, float] | None:
+        if not self._pending:
+            return None
+        values = np.asarray(jax.device_get([loss for _, loss in self._pending]), dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            first = self._pending[int(np.argmax(bad))][0]
+            raise NonFiniteLossError(
+                f"the training loss became {values[bad][0]} at step {first}. Training stopped; "
+                f"{self.where_saved()} (nothing was saved after the loss went bad). Lower the learning "
+                f"rate (schedule.value) or check the data normalisation, and start a new run directory.")
+        elapsed = max(time.perf_counter() - self._since, 1e-9)
+        row = {"step": step, "epoch": step / self.steps_per_epoch, "loss": float(values.mean()),
+               "samples_per_s": len(values) * self.batch_size / elapsed}
+        self._pending.clear()
+        self._since = time.perf_counter()
+        return row
 
 
 def _clean(value: Any) -> Any:
@@ -18,10 +107,16 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Append-only JSONL file. On resume, rows past the restored step are dropped (they are redone)."""
+    """Append-only JSONL file. On resume, rows past the restored step are dropped (they are redone).
 
-    def __init__(self, path: str | pathlib.Path, resume_step: int | None = None):
+    ``enabled=False`` (processes other than 0 of a multi-process run) writes nothing.
+    """
+
+    def __init__(self, path: str | pathlib.Path, resume_step: int | None = None, enabled: bool = True):
         self.path = pathlib.Path(path)
+        self._file = None
+        if not enabled:
+            return
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             tmp = self.path.with_suffix(".jsonl.tmp")
@@ -32,10 +127,12 @@ class MetricsLog:
         self._file = open(self.path, "a", buffering=1)
 
     def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        if self._file is not None:
+            self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:

@@ -11,24 +11,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 from experiments.metrics import iter_series, read_metrics  # noqa: E402
 
 
-def plot_loss_curves(metrics_path: str | pathlib.Path, out_path: str | pathlib.Path) -> pathlib.Path:
-    """Training loss against step, with every evaluation split's metrics at their eval steps."""
+def plot_loss_curves(metrics_path: str | pathlib.Path, out_path: str | pathlib.Path,
+                     objective: str) -> pathlib.Path:
+    """Training loss against step (left axis, log scale when positive) and the task's ``objective``
+    metric of every evaluation split at its evaluation steps (right axis, linear: an error or an
+    accuracy alike)."""
     rows = read_metrics(metrics_path)
-    splits = sorted({r["split"] for r in rows if "split" in r})
+    splits = list(dict.fromkeys(r["split"] for r in rows if "split" in r))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     train = list(iter_series(rows, "loss"))
     if train:
-        ax.plot(*zip(*train), label="train loss", lw=1.5)
-    for split in splits:
-        for key in ("rel_l2", "accuracy"):
-            pts = list(iter_series(rows, key, split))
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, "o-", ms=4, label=f"{split} {key}")
-    ax.set_yscale("log")
+        ax.plot(*zip(*train), label="train loss", lw=1.5, color="C0")
+        if all(v > 0 for _, v in train):
+            ax.set_yscale("log")
     ax.set_xlabel("step")
+    ax.set_ylabel("train loss")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    right = ax.twinx()
+    for i, split in enumerate(splits):
+        pts = list(iter_series(rows, objective, split))
+        if pts:
+            right.plot(*zip(*pts), "o-", ms=4, color=f"C{i + 1}", label=f"{split} {objective}")
+    right.set_ylabel(objective)
+    handles = [h for a in (ax, right) for h in a.get_legend_handles_labels()[0]]
+    labels = [lab for a in (ax, right) for lab in a.get_legend_handles_labels()[1]]
+    if handles:
+        ax.legend(handles, labels, loc="upper right")
     fig.tight_layout()
     out_path = pathlib.Path(out_path)
     fig.savefig(out_path, dpi=90)

@@ -10,19 +10,27 @@ command in the same directory resumes from its latest checkpoint. See README.md.
 """
 from __future__ import annotations
 
-import hashlib
+import inspect
 import json
 import logging
 import pathlib
 import sys
+import time
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-import experiments.config  # noqa: F401  (registers the schemas)
+from experiments.errors import NonFiniteLossError, Preempted, UserInputError
+
+try:
+    from experiments.config import ConfigSchemaError, resolve_target  # registers the schemas
+except Exception as err:  # a broken option in configs/: say which file, not a traceback
+    sys.exit(f"error: {err}")
 
 log = logging.getLogger("experiments.train")
+
+PROJECTIONS = {"non_negative": "optax.projections.projection_non_negative"}
 
 
 def _quiet_libraries() -> None:
@@ -36,71 +44,113 @@ def _quiet_libraries() -> None:
         pass
 
 
-def fingerprint(cfg: DictConfig) -> dict:
-    """Hashes of the config parts a checkpoint depends on (trainer length and logging may change)."""
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "schedule")}
-    for key in ("cache_dir", "workers"):  # where and how fast data is made does not change it
-        parts["data"].pop(key, None)
-    parts["seed"] = cfg.seed
-    return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in parts.items()}
+def _log_from_primary_only() -> None:
+    """One log per run: processes other than 0 write no log file and print only warnings and errors."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+def param_groups(cfg: DictConfig, model) -> list:
+    """``optim.param_groups.ParamGroup``s from ``cfg.param_groups``, checked against ``model``."""
+    import flax.nnx as nnx
+
+    from optim.param_groups import ParamGroup, group_labels
+
+    groups = []
+    for name, g in cfg.param_groups.items():
+        where = f"param_groups.{name}"
+        try:
+            variable_type = resolve_target(g.variable_type) if g.variable_type else None
+            if variable_type is not None and not (isinstance(variable_type, type)
+                                                  and issubclass(variable_type, nnx.Variable)):
+                raise ValueError(f"variable_type {g.variable_type!r} is not an nnx.Variable subclass")
+            projection = resolve_target(PROJECTIONS.get(g.projection, g.projection)) if g.projection else None
+            groups.append(ParamGroup(name, variable_type, g.path, g.lr_scale, g.weight_decay, projection))
+        except (ValueError, ConfigSchemaError) as err:
+            raise UserInputError(f"{where}: {err}") from None
+    if groups:
+        try:
+            group_labels(nnx.state(model, nnx.Param), groups)
+        except ValueError as err:
+            raise UserInputError(f"{err}. Fix the param_groups' path / variable_type") from None
+    return groups
+
+
+def make_optimizer(cfg: DictConfig, model):
+    """``make_tx(steps_per_epoch, total_steps)``: the schedule, the optimizer and its parameter groups."""
+    from hydra.utils import instantiate
+
+    from optim.param_groups import partition_optimizer
+
+    groups = param_groups(cfg, model)
+    optimizer = instantiate(cfg.optim)  # partial: learning_rate (and a group's weight_decay) come later
+    accepts = inspect.signature(optimizer).parameters
+    for g in groups:
+        if g.weight_decay is not None and "weight_decay" not in accepts:
+            raise UserInputError(f"param_groups.{g.name}.weight_decay is set, but the optimizer "
+                                 f"{cfg.optim._target_} takes no weight_decay argument")
+
+    def make_tx(steps_per_epoch: int, total_steps: int):
+        schedule = instantiate(cfg.schedule)(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+        return partition_optimizer(optimizer, schedule, groups)
+
+    return make_tx
 
 
 def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:
     """Build task, model and optimizer from ``cfg``, train in ``run_dir``, write results.json."""
     import flax.nnx as nnx
-    import jax
     from hydra.utils import instantiate
 
-    from experiments.tasks.base import UserInputError
+    from experiments.checkpoint import run_identity
+    from experiments.distributed import is_primary
     from experiments.trainer import Trainer, TrainerConfig
 
     trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    trainer = Trainer(trainer_cfg, run_dir, seed=cfg.seed, fingerprint=fingerprint(cfg))
     task = instantiate(cfg.data, _convert_="all")
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True)
+             for k in ("model", "data", "optim", "schedule", "param_groups")}
+    identity = run_identity({**parts, "seed": cfg.seed}, volatile={"data": task.volatile_keys})
+    trainer = Trainer(trainer_cfg, run_dir, seed=cfg.seed, identity=identity)
     model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(cfg.seed))
+    make_tx = make_optimizer(cfg, model)
 
-    # Check that model and data fit before generating any data: shapes only, nothing is computed.
-    example = task.example_batch(trainer_cfg.batch_size)
-    try:
-        out = jax.eval_shape(lambda x: model(x), example["x"])
-    except ValueError as err:
-        raise UserInputError(f"the model does not fit the data ({cfg.model._target_} on input of shape "
-                             f"{example['x'].shape}): {err}") from None
-    if "y" in example and out.shape != example["y"].shape:
-        raise UserInputError(f"the model maps {example['x'].shape} to {out.shape}, but the targets have "
-                             f"shape {example['y'].shape}; check model.out_channels")
-
-    task.setup(progress=trainer_cfg.progress)
-
-    def make_tx(steps_per_epoch: int, total_steps: int):
-        schedule = instantiate(cfg.schedule)(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-        return instantiate(cfg.optim)(learning_rate=schedule)
+    task.check_model(model, trainer_cfg.batch_size)  # shapes only, before any data is generated
+    t = time.perf_counter()
+    task.setup(progress=trainer_cfg.progress and is_primary())
+    data_seconds = time.perf_counter() - t
 
     results = trainer.fit(model, make_tx, task)
+    results["cost"] = {"data_seconds": data_seconds, **results["cost"]}
     results["run_dir"] = str(run_dir)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    log.info("results: %s", json.dumps(results["metrics"]))
+    if is_primary():
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    log.info("objective %s on %s: %.6g; results in %s", results["objective"]["metric"],
+             results["objective"]["split"], results["objective"]["value"], run_dir)
     return results
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from experiments.tasks.base import UserInputError
-    from experiments.trainer import NonFiniteLossError, Preempted
-
+def main(cfg: DictConfig) -> float:
     logging.getLogger().setLevel(cfg.log_level)
     _quiet_libraries()
-    run_dir = pathlib.Path(HydraConfig.get().runtime.output_dir)
     try:
-        results = run(cfg, run_dir)
+        from experiments.distributed import initialize, is_primary
+
+        initialize(cfg.trainer.coordinator_address, cfg.trainer.num_processes, cfg.trainer.process_id)
+        if not is_primary():
+            _log_from_primary_only()
+        results = run(cfg, pathlib.Path(HydraConfig.get().runtime.output_dir))
     except (UserInputError, NonFiniteLossError) as err:
         log.error("%s", err)
         sys.exit(2)
     except Preempted as err:
         log.warning("%s", err)
         sys.exit(143)
-    first_split = next(iter(results["metrics"].values()), {})
-    return next(iter(first_split.values()), None)  # the value a Hydra sweeper optimises
+    return results["objective"]["value"]  # what a Hydra sweeper optimises (see results' "mode")
 
 
 if __name__ == "__main__":

@@ -190,3 +190,47 @@ def subsample(fields: np.ndarray, r: int) -> np.ndarray:
         raise ValueError(f"expected square spatial axes (..., K, K), got shape {fields.shape}")
     subsampled_resolution(K, r)
     return fields[..., ::r, ::r]
+
+
+class DarcyFlow:
+    """The Darcy benchmark as a field dataset for operator learning: a -> u, one channel each.
+
+    Generates (through the cache) ``n`` pairs of a split on the K x K solve grid, K = ``resolution``,
+    and subsamples them by striding to any resolution s with (K - 1) / r + 1 = s (421 gives 211, 141,
+    106, 85, ...). This is the data half of the generic operator-learning task
+    (``experiments.tasks.pde.OperatorTask``); its arguments are the generator's.
+
+    Args:
+      resolution: K, points per axis of the grid the PDE is solved on.
+      alpha, tau, a_pos, a_neg, seed: the generator's (see ``darcy_dataset``).
+      cache_dir: where generated splits are cached (does not change the data).
+      workers: processes for the solves; None: all CPUs for large jobs (does not change the data).
+    """
+
+    in_channels = 1
+    out_channels = 1
+    volatile_keys = ("cache_dir", "workers")  # settings that leave the data unchanged
+
+    def __init__(self, resolution: int = 127, alpha: float = 2.0, tau: float = 3.0, a_pos: float = 12.0,
+                 a_neg: float = 3.0, seed: int = 0, cache_dir: str = DEFAULT_CACHE_DIR,
+                 workers: int | None = None):
+        if resolution < 3:
+            raise ValueError(f"the Darcy solve grid needs at least 3 points per axis, got resolution={resolution}")
+        self.resolution, self.cache_dir, self.workers = resolution, cache_dir, workers
+        self.generator = dict(alpha=alpha, tau=tau, a_pos=a_pos, a_neg=a_neg, seed=seed)
+
+    def spatial_shape(self, resolution: int) -> tuple[int, int]:
+        """(s, s) for a reachable resolution s; a ValueError listing the reachable ones otherwise."""
+        subsample_stride(self.resolution, resolution)
+        return (resolution, resolution)
+
+    def load(self, split: str, n: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(a, u), each (n, K, K, 1) float32, generated on first use and cached."""
+        data = darcy_dataset(split, n, self.resolution, cache_dir=self.cache_dir, progress=progress,
+                             workers=self.workers, **self.generator)
+        return data["coeff"][..., None], data["sol"][..., None]
+
+    def subsample(self, fields: np.ndarray, resolution: int) -> np.ndarray:
+        """(n, K, K, c) -> (n, s, s, c): every r-th point of the solve grid, r = (K - 1) / (s - 1)."""
+        r = subsample_stride(fields.shape[1], resolution)
+        return fields[:, ::r, ::r]

@@ -1,67 +1,178 @@
-"""The Hydra config tree composes, validates, and builds what it says (no training here)."""
+"""The Hydra config tree composes, validates, and builds what it says (no training here).
+
+Every YAML option of every group and every ``experiment=`` file is composed and built by the loops
+below, so a new option is tested without anyone writing a test for it.
+"""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import pathlib
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import flax.nnx as nnx
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import MISSING, OmegaConf
 
-import experiments.config  # noqa: F401  (registers the schemas)
-from experiments.tasks.pde import stride_for
-from experiments.trainer import count_params
-from operators.fno import pad_cells
+from experiments.config import CONFIG_DIR, SCHEMAS, omegaconf_type, option_files, signature_schema
+from experiments.train import make_optimizer
+from experiments.trainer import TrainerConfig, count_params
+from operators.fno import FNO, pad_cells
 
-CONFIGS = str(pathlib.Path(__file__).resolve().parents[2] / "configs")
+OPTIONS = sorted(option_files())
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
 def cfg_with(*overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIGS):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def build_model(cfg):
+    return instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(0))
+
+
+def take_one_step(cfg, model):
+    """The optimizer of ``cfg`` (schedule + parameter groups) updates the model's parameters."""
+    tx = make_optimizer(cfg, model)(10, 100)
+    params = nnx.state(model, nnx.Param)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree.leaves(updates))
+    return updates
+
+
+@pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_builds(group, option):
+    cfg = cfg_with(f"{group}={option}")
+    assert cfg[group]._target_ == OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")._target_
+    if group == "model":
+        assert count_params(build_model(cfg)) > 0
+    elif group == "data":
+        task = instantiate(cfg.data, _convert_="all")
+        leaves = jax.tree.leaves(task.example_batch(cfg.trainer.batch_size))
+        assert leaves and all(x.shape[0] == cfg.trainer.batch_size for x in leaves)
+    elif group == "schedule":
+        schedule = instantiate(cfg.schedule)(steps_per_epoch=10, total_steps=100)
+        assert all(np.isfinite(float(schedule(s))) and float(schedule(s)) >= 0 for s in (0, 50, 99))
+    else:  # optim
+        take_one_step(cfg, build_model(cfg))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_builds_and_fits_its_data(experiment):
+    cfg = cfg_with(f"experiment={experiment}")
+    model = build_model(cfg)
+    task = instantiate(cfg.data, _convert_="all")
+    task.check_model(model, cfg.trainer.batch_size)  # shapes only: no data is generated
+    take_one_step(cfg, model)
+
+
+@pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_rejects_a_misspelt_key(group, option):
+    with pytest.raises(ConfigCompositionException) as err:
+        cfg_with(f"{group}={option}", f"{group}.no_such_key=1")
+    assert "no_such_key" in str(err.value.__cause__)
+
+
+@pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_schema_is_its_targets_signature(group, option):
+    """One copy of each signature: the schema's fields are the constructor's arguments and defaults."""
+    schema = SCHEMAS[group, option]
+    target = instantiate(OmegaConf.create({"_target_": "hydra.utils.get_object",
+                                           "path": schema._target_}))  # the object itself
+    fn = target.__init__ if inspect.isclass(target) else target
+    params = {n: p for n, p in inspect.signature(fn).parameters.items() if n != "self"}
+    fields = {f.name: f for f in dataclasses.fields(schema) if not f.name.startswith("_")}
+    runtime = {"model": {"rngs"}, "optim": {"learning_rate"}, "schedule": {"steps_per_epoch", "total_steps"},
+               "data": set()}[group]
+    assert set(fields) <= set(params) - runtime
+    for name, f in fields.items():
+        default = params[name].default
+        if default is inspect.Parameter.empty:
+            assert f.default is MISSING or dataclasses.is_dataclass(f.default_factory()), name
+        elif f.default_factory is not dataclasses.MISSING:
+            assert f.default_factory() == list(default) if isinstance(default, tuple) else default
+        else:
+            assert f.default == default, name
+
+
+def test_schema_types_follow_annotations():
+    assert omegaconf_type(int) is int and omegaconf_type(bool) is bool
+    assert omegaconf_type(Optional[int]) == Optional[int] and omegaconf_type(int | None) == Optional[int]
+    assert omegaconf_type(Sequence[int]) == List[int] and omegaconf_type(tuple[float, ...]) == List[float]
+    assert omegaconf_type(dict[str, float]) == Dict[str, float]
+    assert omegaconf_type(Literal["a", "b"]) is str
+    assert omegaconf_type(int | str) is Any and omegaconf_type(np.ndarray) is Any
+
+
+def example(a: int, b: Sequence[int] = (1, 2), c: Optional[str] = None, d=np.zeros(3), *, rngs=None):
+    """A target for the schema generator (module-level so that it has a dotted path)."""
+
+
+def test_generated_schema_keeps_required_args_and_drops_unrepresentable_defaults():
+    schema = signature_schema(f"{__name__}.example", exclude=("rngs",), partial=True)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    assert list(fields) == ["_target_", "_partial_", "a", "b", "c"]  # d (an array default) is left out
+    assert fields["a"].default is MISSING and fields["a"].type is int
+    assert fields["b"].type == List[int] and fields["b"].default_factory() == [1, 2]
+    assert fields["c"].type == Optional[str] and fields["c"].default is None
+    node = OmegaConf.structured(schema)
+    with pytest.raises(Exception, match="could not be converted to Integer"):
+        node.a = "ten"
+
+
+def test_trainer_defaults_have_one_copy():
+    cfg = cfg_with()
+    assert OmegaConf.to_object(cfg.trainer) == TrainerConfig()
+    assert not OmegaConf.load(CONFIG_DIR / "trainer" / "default.yaml")  # no values repeated there
 
 
 def test_paper_darcy_experiment_builds_the_papers_model_and_data():
     cfg = cfg_with("experiment=fno_darcy")
-    model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(0))
+    model = build_model(cfg)
     assert count_params(model) == 2_368_001  # fourier_2d.py, modes 12, width 32
     assert pad_cells(cfg.model.padding, cfg.data.train_resolution) == 9  # F.pad(x, [0, 9, 0, 9]) at s=85
-    assert stride_for(cfg.data.solve_resolution, cfg.data.train_resolution) == 5  # r=5 from 421
+    task = instantiate(cfg.data, _convert_="all")
+    assert task.pde.resolution == 421 and task.grids == {85: (85, 85)}  # r = 5 from 421
     assert (cfg.data.n_train, cfg.data.n_test, cfg.trainer.batch_size, cfg.trainer.epochs) == (1000, 100, 20, 500)
     assert cfg.optim._target_ == "optim.adam" and cfg.optim.weight_decay == pytest.approx(1e-4)
     assert cfg.schedule._target_ == "optim.schedules.step_decay"
     assert (cfg.schedule.value, cfg.schedule.every_epochs, cfg.schedule.gamma) == (1e-3, 100, 0.5)
-    task = instantiate(cfg.data, _convert_="all")
     out = jax.eval_shape(lambda x: model(x), task.example_batch(20)["x"])
     assert out.shape == (20, 85, 85, 1)
-
-
-@pytest.mark.parametrize("group, options", [
-    ("optim", ["adam", "adamw"]), ("schedule", ["constant", "step", "cosine"]),
-])
-def test_every_optimizer_and_schedule_option_builds(group, options):
-    for option in options:
-        cfg = cfg_with(f"{group}={option}")
-        schedule = instantiate(cfg.schedule)(steps_per_epoch=10, total_steps=100)
-        tx = instantiate(cfg.optim)(learning_rate=schedule)
-        params = {"w": jax.numpy.ones(3)}
-        tx.update(params, tx.init(params), params)
 
 
 def test_default_config_is_the_documented_main_job():
     cfg = cfg_with()
     assert cfg.model._target_ == "operators.fno.FNO" and cfg.data.train_resolution == 64
-    assert cfg.data.solve_resolution == 127 and list(cfg.data.test_resolutions) == [127]
-    assert (cfg.data.n_train, cfg.data.n_test) == (500, 100)
+    assert cfg.data.pde.resolution == 127 and list(cfg.data.test_resolutions) == [127]
+    assert (cfg.data.n_train, cfg.data.n_test, cfg.trainer.epochs, cfg.trainer.log_every) == (500, 100, 15, 25)
+    assert dict(cfg.param_groups) == {}
 
 
-@pytest.mark.parametrize("override, error", [
-    ("model.widht=3", ConfigCompositionException),
-    ("trainer.epochs=ten", ConfigCompositionException),
-    ("model=no_such_model", ConfigCompositionException),
+@pytest.mark.parametrize("override, message", [
+    ("model.widht=3", "widht"),
+    ("trainer.epochs=ten", "epochs"),
+    ("model.modes=3", "modes"),
+    ("data.pde.resolutoin=3", "resolutoin"),       # nested targets are checked too
+    ("data.test_resolutions=[a]", "test_resolutions"),
+    ("model=no_such_model", "no_such_model"),
+    ("+param_groups.ssm.lr_scal=0.1", "lr_scal"),
 ])
-def test_typos_and_wrong_types_fail_at_compose_time(override, error):
-    with pytest.raises(error):
+def test_typos_and_wrong_types_fail_at_compose_time(override, message):
+    with pytest.raises(ConfigCompositionException) as err:
         cfg_with(override)
+    assert message in str(err.value) + str(err.value.__cause__)
+
+
+def test_experiment_override_of_a_group_is_checked_against_the_new_option():
+    with pytest.raises(ConfigCompositionException):
+        cfg_with("experiment=fno_darcy", "model.widht=3")
+    assert cfg_with("experiment=fno_darcy", "model.width=16").model.width == 16

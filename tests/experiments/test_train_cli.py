@@ -17,7 +17,7 @@ import pytest
 from experiments.metrics import read_metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TINY = ["data.n_train=40", "data.n_test=10", "data.solve_resolution=33", "data.train_resolution=17",
+TINY = ["data.n_train=40", "data.n_test=10", "data.pde.resolution=33", "data.train_resolution=17",
         "data.test_resolutions=[33]", "model.modes=[4,4]", "model.width=8", "model.n_layers=2",
         "model.projection_channels=16", "trainer.batch_size=8", "trainer.progress=false"]
 

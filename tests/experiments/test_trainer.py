@@ -12,9 +12,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from experiments.metrics import read_metrics
-from experiments.tasks.base import UserInputError
-from experiments.trainer import (NonFiniteLossError, Trainer, TrainerConfig, data_mesh, epoch_permutation,
-                                 init_train_state, make_train_step)
+from experiments.errors import NonFiniteLossError, UserInputError
+from experiments.tasks.base import epoch_permutation
+from experiments.trainer import Trainer, TrainerConfig, data_mesh, init_train_state, make_train_step
 from operators.fno import FNO
 from operators.losses import relative_lp
 from optim import adam
@@ -67,7 +67,7 @@ def test_adam_state_on_eight_devices_matches_one_device():
 def _fit(tmp_path, name, *, max_steps=40, devices=2, make_tx=None, **kw):
     cfg = TrainerConfig(max_steps=max_steps, batch_size=8, log_every=5, ckpt_every=10, devices=devices,
                         progress=False, plots=False, **kw)
-    trainer = Trainer(cfg, tmp_path / name, seed=3, fingerprint={"model": "mlp"})
+    trainer = Trainer(cfg, tmp_path / name, seed=3, identity={"model": "mlp"})
     model = MLP(rngs=nnx.Rngs(0))
     make_tx = make_tx or (lambda spe, total: adam(optax.cosine_decay_schedule(1e-2, total)))
     return trainer.fit(model, make_tx, ToyRegressionTask())
@@ -105,7 +105,7 @@ def test_resume_refuses_a_shorter_run_than_the_checkpoint(tmp_path):
 def test_resume_refuses_a_different_configuration(tmp_path):
     _fit(tmp_path, "run", max_steps=10)
     trainer = Trainer(TrainerConfig(max_steps=20, batch_size=8, devices=2, progress=False, plots=False),
-                      tmp_path / "run", fingerprint={"model": "something-else"})
+                      tmp_path / "run", identity={"model": "something-else"})
     with pytest.raises(UserInputError, match="different configuration"):
         trainer.fit(MLP(rngs=nnx.Rngs(0)), lambda s, t: adam(1e-3), ToyRegressionTask())
 

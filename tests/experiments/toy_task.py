@@ -6,10 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.tasks.base import Task
+from experiments.tasks.base import Objective, Task
 
 
 class ToyRegressionTask(Task):
+    objective = Objective("mse")
+
     def __init__(self, n_train: int = 64, n_test: int = 20, size: int = 16, seed: int = 0):
         rng = np.random.default_rng(seed)
         def make(n):
