@@ -167,7 +167,9 @@ class TrainConfig:
     data: Any = None
     optim: Any = None
     schedule: Any = None
-    param_groups: Dict[str, ParamGroupConfig] = field(default_factory=dict)
+    # Each value is checked against ParamGroupConfig when the run starts (experiments.train): a typed
+    # Dict[str, ParamGroupConfig] would refuse `+param_groups.x.path=...` key by key on the command line.
+    param_groups: Dict[str, Any] = field(default_factory=dict)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     log_level: str = "INFO"
 

@@ -10,6 +10,7 @@ command in the same directory resumes from its latest checkpoint. See README.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.errors import NonFiniteLossError, Preempted, UserInputError
 
 try:
-    from experiments.config import ConfigSchemaError, resolve_target  # registers the schemas
+    from experiments.config import ConfigSchemaError, ParamGroupConfig, resolve_target  # registers schemas
 except Exception as err:  # a broken option in configs/: say which file, not a traceback
     sys.exit(f"error: {err}")
 
@@ -53,6 +54,18 @@ def _log_from_primary_only() -> None:
     root.setLevel(logging.WARNING)
 
 
+def param_group_configs(cfg: DictConfig) -> dict[str, ParamGroupConfig]:
+    """``cfg.param_groups`` checked against ``ParamGroupConfig`` (unknown keys, types), defaults filled."""
+    out = {}
+    for name, node in cfg.param_groups.items():
+        try:
+            out[name] = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ParamGroupConfig), node))
+        except Exception as err:  # omegaconf's ValidationError / ConfigKeyError name the key
+            raise UserInputError(f"param_groups.{name}: {str(err).splitlines()[0]} (keys: variable_type, "
+                                 f"path, lr_scale, weight_decay, projection)") from None
+    return out
+
+
 def param_groups(cfg: DictConfig, model) -> list:
     """``optim.param_groups.ParamGroup``s from ``cfg.param_groups``, checked against ``model``."""
     import flax.nnx as nnx
@@ -60,7 +73,7 @@ def param_groups(cfg: DictConfig, model) -> list:
     from optim.param_groups import ParamGroup, group_labels
 
     groups = []
-    for name, g in cfg.param_groups.items():
+    for name, g in param_group_configs(cfg).items():
         where = f"param_groups.{name}"
         try:
             variable_type = resolve_target(g.variable_type) if g.variable_type else None
@@ -111,8 +124,8 @@ def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:
 
     trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
     task = instantiate(cfg.data, _convert_="all")
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True)
-             for k in ("model", "data", "optim", "schedule", "param_groups")}
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "schedule")}
+    parts["param_groups"] = {k: dataclasses.asdict(v) for k, v in param_group_configs(cfg).items()}
     identity = run_identity({**parts, "seed": cfg.seed}, volatile={"data": task.volatile_keys})
     trainer = Trainer(trainer_cfg, run_dir, seed=cfg.seed, identity=identity)
     model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(cfg.seed))

@@ -95,7 +95,9 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
 
     def train_step(state: dict, batch: Batch) -> tuple[dict, jax.Array]:
         def loss_of(params):
-            model = nnx.merge(graphdef, params, state["rest"])
+            # copy=True: fresh Variables in this (gradient) trace, so that e.g. dropout's RNG counter can
+            # advance here; the ones in state["rest"] belong to the enclosing trace.
+            model = nnx.merge(graphdef, params, state["rest"], copy=True)
             loss = loss_fn(model, batch)
             return loss, nnx.state(model, nnx.Not(nnx.Param))  # RNG counters etc. move on too
 
@@ -189,7 +191,10 @@ class Trainer:
 
     def fit(self, model: nnx.Module, make_tx: Callable[[int, int], optax.GradientTransformation],
             task: Task) -> dict:
-        """Train (or resume), evaluate every split, return ``results`` (train.py saves results.json)."""
+        """Train (or resume) ``model``, evaluate every split, return ``results`` (train.py saves them).
+
+        ``model`` is updated in place to the trained state and left in eval mode.
+        """
         cfg = self.cfg
         if not isinstance(getattr(task, "objective", None), Objective):
             raise TypeError(f"{type(task).__name__} must name its objective metric: set the class attribute "
@@ -284,9 +289,13 @@ class Trainer:
                      "seconds_per_step": t_train / steps_run if steps_run else None,
                      **cost.machine(self.devices)},
         }
+        # The caller's model becomes the trained one (its own buffers were donated to the first step),
+        # in eval mode, on this process's first device.
+        local = jax.tree.map(lambda x: x.addressable_data(0), (state["params"], state["rest"]))
+        nnx.update(model, *local)
+        model.eval()
         if cfg.plots and self.primary:
-            local = jax.tree.map(lambda x: x.addressable_data(0), {"params": state["params"], "rest": state["rest"]})
-            self._plot(task, merge_model(eval_graphdef, local), results["objective"])
+            self._plot(task, model, results["objective"])
         return results
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -340,6 +349,7 @@ class Trainer:
     def evaluate(self, task: Task, graphdef: nnx.GraphDef, state: dict) -> dict[str, dict[str, float]]:
         """Every metric over each evaluation split: sum of totals / sum of counts, padding excluded."""
         bs = self.cfg.eval_batch_size or self.cfg.batch_size
+        state = jax.device_put(state, self.replicated)  # a no-op for the training state
         out = {}
         for split in task.eval_splits():
             sums = []

@@ -164,7 +164,6 @@ def test_default_config_is_the_documented_main_job():
     ("data.pde.resolutoin=3", "resolutoin"),       # nested targets are checked too
     ("data.test_resolutions=[a]", "test_resolutions"),
     ("model=no_such_model", "no_such_model"),
-    ("+param_groups.ssm.lr_scal=0.1", "lr_scal"),
 ])
 def test_typos_and_wrong_types_fail_at_compose_time(override, message):
     with pytest.raises(ConfigCompositionException) as err:
@@ -176,3 +175,39 @@ def test_experiment_override_of_a_group_is_checked_against_the_new_option():
     with pytest.raises(ConfigCompositionException):
         cfg_with("experiment=fno_darcy", "model.widht=3")
     assert cfg_with("experiment=fno_darcy", "model.width=16").model.width == 16
+
+
+def test_param_groups_from_the_config_reach_the_optimizer():
+    cfg = cfg_with("+param_groups.lift.path='^fc0/'", "+param_groups.lift.lr_scale=0.5",
+                   "+param_groups.lift.weight_decay=0", "schedule=constant", "schedule.value=0.01")
+    model = build_model(cfg)
+    updates = take_one_step(cfg, model)
+    # Adam's first step is lr * g / (|g| + eps) ~ lr for a unit gradient: the group moves half as far.
+    np.testing.assert_allclose(np.abs(updates["fc0"]["kernel"][...]), 0.005, rtol=1e-4)
+    np.testing.assert_allclose(np.abs(updates["fc1"]["kernel"][...]), 0.01, rtol=1e-4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+param_groups.x.path=no_such_layer"], "select no parameter"),
+    (["+param_groups.x.variable_type=optax.adam"], "not an nnx.Variable subclass"),
+    (["+param_groups.x.variable_type=no.such.Type"], "cannot import"),
+    (["+param_groups.x.path=fc0", "+param_groups.x.projection=no_such_projection"], "cannot import"),
+    (["+param_groups.x.path=fc0", "+param_groups.x.lr_scal=0.1"], "lr_scal"),
+    (["+param_groups.x.path=fc0", "+param_groups.x.lr_scale=fast"], "lr_scale"),
+])
+def test_bad_param_groups_are_clear_errors(overrides, message):
+    from experiments.errors import UserInputError
+
+    cfg = cfg_with(*overrides)
+    with pytest.raises(UserInputError, match=message):
+        make_optimizer(cfg, build_model(cfg))
+
+
+def test_param_group_weight_decay_needs_an_optimizer_that_takes_it():
+    from experiments.errors import UserInputError
+
+    cfg = OmegaConf.create({"optim": {"_target_": "optax.sgd", "_partial_": True},
+                            "param_groups": {"x": {"path": "fc0", "weight_decay": 0.0, "variable_type": None,
+                                                   "lr_scale": 1.0, "projection": None}}})
+    with pytest.raises(UserInputError, match="takes no weight_decay"):
+        make_optimizer(cfg, FNO(1, 1, modes=(4, 4), width=4, n_layers=1, rngs=nnx.Rngs(0)))

@@ -73,6 +73,14 @@ def test_default_outputs(env, tmp_path):
     assert set(results["metrics"]) == {"test_s17", "test_s33"}
     for split in results["metrics"].values():
         assert 0 < split["rel_l2"] < 1 and 0 < split["rel_h1"] < 2
+    assert results["objective"] == {"metric": "rel_l2", "split": "test_s17", "mode": "min",
+                                    "value": results["metrics"]["test_s17"]["rel_l2"]}
+    cost = results["cost"]
+    assert cost["data_seconds"] > 0 and cost["compile_seconds"] > 0 and cost["train_seconds"] > 0
+    assert cost["seconds_per_step"] == pytest.approx(cost["train_seconds"] / 20)
+    assert cost["peak_host_memory_mb"] > 100 and cost["peak_device_memory_mb"] is None  # CPU: not reported
+    assert (cost["backend"], cost["n_devices"], cost["n_processes"]) == ("cpu", 1, 1)
+    assert {"python", "jax", "flax", "optax", "orbax-checkpoint"} <= set(cost["versions"])
     rows = read_metrics(run / "metrics.jsonl")
     assert any("loss" in r for r in rows) and any(r.get("split") == "test_s33" for r in rows)
     for png in ("loss.png", "sample_test_s17.png", "sample_test_s33.png"):
@@ -150,3 +158,70 @@ def test_multirun_sweep(env, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     params = [json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text())["n_params"] for i in (0, 1)]
     assert params[0] < params[1]
+
+
+# -- several processes ------------------------------------------------------------------------------
+
+TOY = [f"hydra.searchpath=[file://{REPO}/tests/experiments/configs]", "data=toy_regression", "model=mlp",
+       "schedule=constant", "schedule.value=0.01", "trainer.max_steps=40", "trainer.batch_size=8",
+       "trainer.log_every=5", "trainer.ckpt_every=20", "trainer.progress=false", "trainer.plots=false"]
+
+
+def toy_command(run_dir, *overrides):
+    return [sys.executable, "-m", "experiments.train", f"hydra.run.dir={run_dir}", *TOY, *overrides]
+
+
+def toy_env(env, n_devices):
+    return {**env, "JAX_NUM_CPU_DEVICES": str(n_devices), "PYTHONPATH": str(REPO / "tests" / "experiments")}
+
+
+def checkpoint_params(run_dir, step):
+    """The parameters saved at ``step``, as NumPy arrays (whatever topology saved them)."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    path = pathlib.Path(run_dir) / "checkpoints" / str(step) / "state"
+    with ocp.PyTreeCheckpointer() as ckptr:
+        tree = ckptr.metadata(path).item_metadata.tree
+        restored = ckptr.restore(path, restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
+    return restored["params"]
+
+
+def test_two_processes_train_like_one_process_with_as_many_devices(env, tmp_path):
+    """2 processes x 2 CPU devices (localhost coordinator) == 1 process x 4 devices, parameter for parameter."""
+    import socket
+
+    import jax
+    import numpy as np
+
+    single = subprocess.run(toy_command(tmp_path / "one"), cwd=REPO, env=toy_env(env, 4), capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stdout + single.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "two"
+    procs = [subprocess.Popen(toy_command(run, f"trainer.coordinator_address=127.0.0.1:{port}",
+                                          "trainer.num_processes=2", f"trainer.process_id={i}"),
+                              cwd=REPO, env=toy_env(env, 2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for i in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+
+    one, two = checkpoint_params(tmp_path / "one", 40), checkpoint_params(run, 40)
+    start = checkpoint_params(run, 20)
+    for a, b, s in zip(jax.tree.leaves(one), jax.tree.leaves(two), jax.tree.leaves(start)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+        assert np.abs(a - s).max() > 1e-3  # the last 20 steps moved the parameters: the check has teeth
+    res = json.loads((run / "results.json").read_text())
+    assert (res["cost"]["n_processes"], res["cost"]["n_devices"]) == (2, 4)
+    ref = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert res["objective"]["value"] == pytest.approx(ref["objective"]["value"], rel=1e-5)
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "split" not in r]
+    assert steps == list(range(5, 41, 5))  # written once, by process 0
+    assert (run / "train.log").read_text().count("objective mse") == 1

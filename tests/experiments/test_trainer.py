@@ -19,7 +19,7 @@ from operators.fno import FNO
 from operators.losses import relative_lp
 from optim import adam
 
-from toy_task import MLP, ToyRegressionTask
+from toy_tasks import MLP, ToyRegressionTask
 
 
 def _fno_step_on(n_devices: int, batch: dict, tx):
