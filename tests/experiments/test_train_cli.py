@@ -156,8 +156,21 @@ def test_multirun_sweep(env, tmp_path):
            *TINY, "trainer.epochs=1", "trainer.plots=false", "model.width=4,8"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    params = [json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text())["n_params"] for i in (0, 1)]
-    assert params[0] < params[1]
+    results = [json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text()) for i in (0, 1)]
+    assert results[0]["n_params"] < results[1]["n_params"]
+    # The sweep table reads the real multirun directory: one row per job, best objective first.
+    table = subprocess.run([sys.executable, "-m", "experiments.table", "sweep", str(tmp_path / "sweep"),
+                            "--out", str(tmp_path / "table")], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    header, *rows = [[c.strip() for c in line.strip("| ").split(" | ")]
+                     for line in table.stdout.splitlines() if line.startswith("| ")]
+    rows = [dict(zip(header, r)) for r in rows]
+    order = sorted((0, 1), key=lambda i: results[i]["objective"]["value"])
+    assert [r["job"] for r in rows] == [str(i) for i in order]
+    assert [r["model.width"] for r in rows] == [f"{(4, 8)[i]}" for i in order]  # the swept value
+    assert [r["test_s17/rel_l2"] for r in rows] == [f"{results[i]['objective']['value']:.4f}" for i in order]
+    assert (tmp_path / "table" / "sweep.csv").exists() and (tmp_path / "table" / "sweep.png").exists()
 
 
 # -- several processes ------------------------------------------------------------------------------

@@ -1,0 +1,35 @@
+"""Paper-table reproductions and run summaries: ``python -m experiments.table NAME [args]``.
+
+Each table is a module ``experiments.tables.<NAME>`` with
+
+* a docstring (the paper, the table, the protocol, which numbers are published and which measured),
+* ``add_arguments(parser)``: its command-line arguments,
+* ``build(args) -> Table``: the rendered table (Markdown, CSV rows, figure); see ``common.Table``.
+
+``TABLES`` below is the registry: a table module is importable only once it is listed there.
+Shared helpers (reading run directories, number formats, Markdown/CSV/PNG) live in ``common``.
+"""
+from __future__ import annotations
+
+import importlib
+import types
+
+from experiments.errors import UserInputError
+
+TABLES: dict[str, str] = {
+    "fno_darcy": "FNO paper, Darcy flow (Li et al., ICLR 2021, Table 4) beside runs of "
+                 "experiment=fno_darcy",
+    "sweep": "a Hydra multirun directory as one table: overrides against objective and cost",
+}
+
+
+def available() -> str:
+    """The registered tables, one ``name: description`` per line."""
+    return "\n".join(f"  {name:<10} {desc}" for name, desc in TABLES.items())
+
+
+def load(name: str) -> types.ModuleType:
+    """The module of table ``name``; a UserInputError listing the tables if there is none."""
+    if name not in TABLES:
+        raise UserInputError(f"unknown table {name!r}; available tables:\n{available()}")
+    return importlib.import_module(f"{__name__}.{name}")
