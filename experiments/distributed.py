@@ -16,6 +16,7 @@ Otherwise the run is a single process and nothing is initialised.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import Any
@@ -106,3 +107,13 @@ def any_process(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
     return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+
+
+def check_same_everywhere(value: str, what: str, fix: str) -> None:
+    """Raise a ``UserInputError`` unless every process has the same ``value`` (a collective)."""
+    if jax.process_count() == 1:
+        return
+    digest = np.int64(int(hashlib.sha256(value.encode()).hexdigest()[:15], 16))
+    if len(set(np.asarray(multihost_utils.process_allgather(digest)).ravel().tolist())) > 1:
+        raise UserInputError(f"the processes of this run disagree on {what} (process {jax.process_index()} "
+                             f"has {value!r}); {fix}")

@@ -119,8 +119,11 @@ def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:
     from hydra.utils import instantiate
 
     from experiments.checkpoint import run_identity
-    from experiments.distributed import is_primary
+    from experiments.distributed import check_same_everywhere, is_primary
     from experiments.trainer import Trainer, TrainerConfig
+
+    check_same_everywhere(str(run_dir.absolute()), "the run directory",
+                          "pass the same hydra.run.dir=... (on a shared file system) to every process")
 
     trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
     task = instantiate(cfg.data, _convert_="all")

@@ -195,7 +195,6 @@ class Trainer:
 
         ``model`` is updated in place to the trained state and left in eval mode.
         """
-        cfg = self.cfg
         if not isinstance(getattr(task, "objective", None), Objective):
             raise TypeError(f"{type(task).__name__} must name its objective metric: set the class attribute "
                             f"objective = Objective('<metric>', mode='min' or 'max')")
@@ -204,139 +203,41 @@ class Trainer:
         eval_graphdef = mode_graphdef(model, train=False)
         mode_graphdef(model, train=True)
         graphdef, state = init_train_state(model, tx)
-        state = jax.device_put(state, self.replicated)
         step_fn = jax.jit(make_train_step(graphdef, task.loss, tx), donate_argnums=0,
                           out_shardings=self.replicated)
-
-        ckpt = Checkpointer(self.run_dir / "checkpoints", max_to_keep=cfg.max_to_keep)
-        state, start = self._resume(ckpt, state, total_steps)
-        metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", resume_step=start, enabled=self.primary)
-        start = start or 0
         n_params = count_params(model)
-        log.info("training %d steps (%d per epoch, batch %d over %d device(s)); %d parameters",
-                 total_steps, steps_per_epoch, cfg.batch_size, self.n_devices, n_params)
 
-        losses = LossBuffer(cfg.batch_size, steps_per_epoch, lambda: self._where_saved(ckpt))
-        saved = start
-
-        def log_losses(step: int) -> None:
-            row = losses.flush(step)  # raises if any loss since the last flush was not finite
-            if row is not None:
-                metrics_log.write(row)
-                bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
-
-        def save(step: int) -> None:
-            nonlocal saved
-            log_losses(step)  # nothing bad is ever saved
-            if saved != step:
-                ckpt.save(step, state, {"step": step, "epoch": step / steps_per_epoch,
-                                        "fingerprint": self.identity})
-                saved = step
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=start, unit="step", disable=not (cfg.progress and self.primary),
-                   dynamic_ncols=True, mininterval=1.0, desc="train")
-        compiled, t_train, eval_seconds = None, 0.0, 0.0
+        run = _Run(self, task, eval_graphdef, jax.device_put(state, self.replicated), steps_per_epoch)
         try:
-            with _StopFlag() as stop:
-                for step, batch in self._train_batches(task, start, total_steps, steps_per_epoch):
-                    if compiled is None:
-                        compiled, seconds = _compile(step_fn, state, batch)
-                        self.compile_seconds += seconds
-                        losses.restart_clock()
-                        t0 = time.perf_counter()
-                    state, loss = compiled(state, batch)
-                    done = step + 1
-                    losses.add(done, loss)
-                    bar.update(1)
-                    at_log = done % cfg.log_every == 0
-                    if at_log:
-                        log_losses(done)
-                    if cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
-                        t_eval = time.perf_counter()
-                        self._log_eval(task, eval_graphdef, state, done, metrics_log)
-                        eval_seconds += time.perf_counter() - t_eval
-                    if done % cfg.ckpt_every == 0 and done < total_steps:
-                        save(done)
-                    stopping = stop.signum is not None
-                    if jax.process_count() > 1:  # every process must stop at the same step
-                        stopping = any_process(stopping) if at_log else False
-                    if stopping:
-                        save(done)  # committed by ckpt.close() in the finally clause
-                        raise Preempted(f"received signal {stop.signum or 'in another process'} at step "
-                                        f"{done}: saved a checkpoint in {ckpt.directory}; rerun the same "
-                                        f"command to resume")
-                if compiled is not None:
-                    jax.block_until_ready(state)
-                    t_train = time.perf_counter() - t0 - eval_seconds
-                save(total_steps)  # no-op when resuming a run that had already finished
+            run.resume(total_steps)
+            log.info("training %d steps (%d per epoch, batch %d over %d device(s)); %d parameters",
+                     total_steps, steps_per_epoch, self.cfg.batch_size, self.n_devices, n_params)
+            run.train(step_fn, total_steps)
         finally:
-            bar.close()
-            ckpt.close()
+            run.close_training()
+        evaluation = run.evaluate(total_steps)
+        run.metrics_log.close()
 
-        t_eval = time.perf_counter()
-        evaluation = self._log_eval(task, eval_graphdef, state, total_steps, metrics_log)
-        eval_seconds += time.perf_counter() - t_eval
-        metrics_log.close()
-        steps_run = total_steps - start
+        steps_run = total_steps - run.start
         results = {
             "objective": self.objective(task, evaluation),
             "metrics": evaluation, "n_params": n_params, "step": total_steps,
-            "epochs": total_steps / steps_per_epoch, "resumed_from_step": start,
-            "cost": {"compile_seconds": self.compile_seconds, "train_seconds": t_train,
-                     "eval_seconds": eval_seconds, "steps_timed": steps_run,
-                     "seconds_per_step": t_train / steps_run if steps_run else None,
+            "epochs": total_steps / steps_per_epoch, "resumed_from_step": run.start,
+            "cost": {"compile_seconds": self.compile_seconds, "train_seconds": run.train_seconds,
+                     "eval_seconds": run.eval_seconds, "steps_timed": steps_run,
+                     "seconds_per_step": run.train_seconds / steps_run if steps_run else None,
                      **cost.machine(self.devices)},
         }
         # The caller's model becomes the trained one (its own buffers were donated to the first step),
         # in eval mode, on this process's first device.
-        local = jax.tree.map(lambda x: x.addressable_data(0), (state["params"], state["rest"]))
+        local = jax.tree.map(lambda x: x.addressable_data(0), (run.state["params"], run.state["rest"]))
         nnx.update(model, *local)
         model.eval()
-        if cfg.plots and self.primary:
+        if self.cfg.plots and self.primary:
             self._plot(task, model, results["objective"])
         return results
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _resume(self, ckpt: Checkpointer, state: dict, total_steps: int) -> tuple[dict, int | None]:
-        start = ckpt.latest_step()
-        if start is None:
-            return state, None
-        check_same_run(ckpt.read_meta(start), self.identity, ckpt.directory)
-        if start > total_steps:
-            ckpt.close()
-            raise UserInputError(
-                f"the run directory already holds a checkpoint at step {start}, past this run's length "
-                f"of {total_steps} steps; raise trainer.max_steps / trainer.epochs to continue it, or "
-                f"use a new run directory (hydra.run.dir=...)")
-        state, _ = ckpt.restore(start, state)
-        log.info("resumed from the checkpoint at step %d in %s", start, ckpt.directory)
-        return state, start
-
-    @staticmethod
-    def _where_saved(ckpt: Checkpointer) -> str:
-        ckpt.wait()
-        last = ckpt.latest_step()
-        return (f"the last good checkpoint is step {last} in {ckpt.directory}" if last is not None
-                else "no checkpoint had been saved yet")
-
-    def _train_batches(self, task: Task, start: int, total: int,
-                       steps_per_epoch: int) -> Iterator[tuple[int, Batch]]:
-        """(step, global batch) from ``start`` to ``total``, epoch by epoch, from the task's iterator."""
-        step = start
-        while step < total:
-            epoch, first = divmod(step, steps_per_epoch)
-            wanted = min(steps_per_epoch, first + total - step)
-            batches = task.train_batches(self.cfg.batch_size, seed=self.seed, epoch=epoch, start=first,
-                                         shard=self.shard)
-            for _, local in zip(range(first, wanted), batches):
-                yield step, global_batch(local, self.batch_sharding)
-                step += 1
-            if step < epoch * steps_per_epoch + wanted:
-                raise RuntimeError(f"{type(task).__name__}.train_batches gave {step - epoch * steps_per_epoch} "
-                                   f"batches in epoch {epoch}; steps_per_epoch promised {steps_per_epoch}")
-
     def objective(self, task: Task, evaluation: dict[str, dict[str, float]]) -> dict:
         """The task's objective metric on its split (default: the first evaluation split)."""
         obj = task.objective
@@ -370,13 +271,6 @@ class Trainer:
             out[split] = task.summarize(finish_means(totals), split)
         return out
 
-    def _log_eval(self, task, graphdef, state, step, metrics_log) -> dict:
-        evaluation = self.evaluate(task, graphdef, state)
-        for split, values in evaluation.items():
-            metrics_log.write({"step": step, "split": split, **values})
-            log.info("step %d %s: %s", step, split, ", ".join(f"{k}={v:.5f}" for k, v in values.items()))
-        return evaluation
-
     def _plot(self, task: Task, model: nnx.Module, objective: dict) -> None:
         from experiments.plots import plot_loss_curves
 
@@ -385,3 +279,123 @@ class Trainer:
         plot_loss_curves(self.run_dir / "metrics.jsonl", plots / "loss.png", objective["metric"])
         for split in task.eval_splits():
             task.plot(model, split, plots)
+
+
+class _Run:
+    """The state of one ``Trainer.fit``: the training state, checkpoints, logs, progress and timings."""
+
+    def __init__(self, trainer: Trainer, task: Task, eval_graphdef: nnx.GraphDef, state: dict,
+                 steps_per_epoch: int):
+        self.trainer, self.task, self.eval_graphdef, self.state = trainer, task, eval_graphdef, state
+        self.cfg, self.steps_per_epoch = trainer.cfg, steps_per_epoch
+        self.ckpt = Checkpointer(trainer.run_dir / "checkpoints", max_to_keep=self.cfg.max_to_keep)
+        self.losses = LossBuffer(self.cfg.batch_size, steps_per_epoch, self.where_saved)
+        self.start = self.saved = 0
+        self.metrics_log: MetricsLog | None = None
+        self.bar = None
+        self.train_seconds = self.eval_seconds = 0.0
+
+    def resume(self, total_steps: int) -> None:
+        """Restore the latest checkpoint of the run directory, if any; open the metrics log."""
+        start = self.ckpt.latest_step()
+        if start is not None:
+            check_same_run(self.ckpt.read_meta(start), self.trainer.identity, self.ckpt.directory)
+            if start > total_steps:
+                raise UserInputError(
+                    f"the run directory already holds a checkpoint at step {start}, past this run's length "
+                    f"of {total_steps} steps; raise trainer.max_steps / trainer.epochs to continue it, or "
+                    f"use a new run directory (hydra.run.dir=...)")
+            self.state, _ = self.ckpt.restore(start, self.state)
+            log.info("resumed from the checkpoint at step %d in %s", start, self.ckpt.directory)
+        self.metrics_log = MetricsLog(self.trainer.run_dir / "metrics.jsonl", resume_step=start,
+                                      enabled=self.trainer.primary)
+        self.start = self.saved = start or 0
+
+    def where_saved(self) -> str:
+        self.ckpt.wait()
+        last = self.ckpt.latest_step()
+        return (f"the last good checkpoint is step {last} in {self.ckpt.directory}" if last is not None
+                else "no checkpoint had been saved yet")
+
+    def log_losses(self, step: int) -> None:
+        row = self.losses.flush(step)  # raises if any loss since the last flush was not finite
+        if row is not None:
+            self.metrics_log.write(row)
+            self.bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
+
+    def save(self, step: int) -> None:
+        self.log_losses(step)  # so nothing saved ever follows a non-finite loss
+        if self.saved != step:
+            self.ckpt.save(step, self.state, {"step": step, "epoch": step / self.steps_per_epoch,
+                                              "fingerprint": self.trainer.identity})
+            self.saved = step
+
+    def evaluate(self, step: int) -> dict[str, dict[str, float]]:
+        """Evaluate every split in eval mode, log the metrics, add the time to ``eval_seconds``."""
+        t = time.perf_counter()
+        evaluation = self.trainer.evaluate(self.task, self.eval_graphdef, self.state)
+        for split, values in evaluation.items():
+            self.metrics_log.write({"step": step, "split": split, **values})
+            log.info("step %d %s: %s", step, split, ", ".join(f"{k}={v:.5f}" for k, v in values.items()))
+        self.eval_seconds += time.perf_counter() - t
+        return evaluation
+
+    def batches(self, total_steps: int) -> Iterator[tuple[int, Batch]]:
+        """(step, global batch) from ``start`` to ``total_steps``, epoch by epoch, from the task."""
+        trainer, spe, step = self.trainer, self.steps_per_epoch, self.start
+        while step < total_steps:
+            epoch, first = divmod(step, spe)
+            wanted = min(spe, first + total_steps - step)
+            batches = self.task.train_batches(self.cfg.batch_size, seed=trainer.seed, epoch=epoch, start=first,
+                                              shard=trainer.shard)
+            for _, local in zip(range(first, wanted), batches):
+                yield step, global_batch(local, trainer.batch_sharding)
+                step += 1
+            if step < epoch * spe + wanted:
+                raise RuntimeError(f"{type(self.task).__name__}.train_batches gave {step - epoch * spe} batches "
+                                   f"in epoch {epoch}; its steps_per_epoch promised {spe}")
+
+    def train(self, step_fn: Callable, total_steps: int) -> None:
+        """Steps from ``start`` to ``total_steps``: log, evaluate, checkpoint, stop on a signal."""
+        from tqdm.auto import tqdm
+
+        cfg, trainer = self.cfg, self.trainer
+        self.bar = tqdm(total=total_steps, initial=self.start, unit="step", dynamic_ncols=True,
+                        mininterval=1.0, desc="train", disable=not (cfg.progress and trainer.primary))
+        compiled, t0, eval_before = None, 0.0, self.eval_seconds
+        with _StopFlag() as stop:
+            for step, batch in self.batches(total_steps):
+                if compiled is None:
+                    compiled, seconds = _compile(step_fn, self.state, batch)
+                    trainer.compile_seconds += seconds
+                    self.losses.restart_clock()
+                    t0 = time.perf_counter()
+                self.state, loss = compiled(self.state, batch)
+                done = step + 1
+                self.losses.add(done, loss)
+                self.bar.update(1)
+                at_log = done % cfg.log_every == 0
+                if at_log:
+                    self.log_losses(done)
+                if cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps:
+                    self.evaluate(done)
+                if done % cfg.ckpt_every == 0 and done < total_steps:
+                    self.save(done)
+                stopping = stop.signum is not None
+                if jax.process_count() > 1:  # every process must stop at the same step
+                    stopping = any_process(stopping) if at_log else False
+                if stopping:
+                    self.save(done)  # committed by close_training()
+                    raise Preempted(f"received signal {stop.signum or 'in another process'} at step {done}: "
+                                    f"saved a checkpoint in {self.ckpt.directory}; rerun the same command "
+                                    f"to resume")
+            if compiled is not None:
+                jax.block_until_ready(self.state)
+                self.train_seconds = time.perf_counter() - t0 - (self.eval_seconds - eval_before)
+            self.save(total_steps)  # a no-op when resuming a run that had already finished
+
+    def close_training(self) -> None:
+        """Commit pending checkpoints and close the progress bar (also after an error or a signal)."""
+        if self.bar is not None:
+            self.bar.close()
+        self.ckpt.close()

@@ -201,30 +201,42 @@ def checkpoint_params(run_dir, step):
     return restored["params"]
 
 
-def test_two_processes_train_like_one_process_with_as_many_devices(env, tmp_path):
-    """2 processes x 2 CPU devices (localhost coordinator) == 1 process x 4 devices, parameter for parameter."""
+def start_two_processes(env, run_dirs, *overrides):
+    """Two processes of one run (2 CPU devices each, a localhost coordinator); their outputs and codes."""
     import socket
 
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen(toy_command(run_dir, f"trainer.coordinator_address=127.0.0.1:{port}",
+                                          "trainer.num_processes=2", f"trainer.process_id={i}", *overrides),
+                              cwd=REPO, env=toy_env(env, 2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for i, run_dir in enumerate(run_dirs)]
+    try:
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return outs, [p.returncode for p in procs]
+
+
+def test_processes_of_one_run_must_share_the_run_directory(env, tmp_path):
+    outs, codes = start_two_processes(env, [tmp_path / "a", tmp_path / "b"])
+    assert codes == [2, 2], outs
+    assert all("disagree on the run directory" in o and "Traceback" not in o for o in outs)
+
+
+def test_two_processes_train_like_one_process_with_as_many_devices(env, tmp_path):
+    """2 processes x 2 CPU devices (localhost coordinator) == 1 process x 4 devices, parameter for parameter."""
     import jax
     import numpy as np
 
     single = subprocess.run(toy_command(tmp_path / "one"), cwd=REPO, env=toy_env(env, 4), capture_output=True,
                             text=True, timeout=300)
     assert single.returncode == 0, single.stdout + single.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     run = tmp_path / "two"
-    procs = [subprocess.Popen(toy_command(run, f"trainer.coordinator_address=127.0.0.1:{port}",
-                                          "trainer.num_processes=2", f"trainer.process_id={i}"),
-                              cwd=REPO, env=toy_env(env, 2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for i in (0, 1)]
-    try:
-        outs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    outs, codes = start_two_processes(env, [run, run])
+    assert codes == [0, 0], "\n".join(outs)
 
     one, two = checkpoint_params(tmp_path / "one", 40), checkpoint_params(run, 40)
     start = checkpoint_params(run, 20)

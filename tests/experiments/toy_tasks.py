@@ -23,7 +23,22 @@ from experiments.metrics import Mean
 from experiments.tasks.base import Objective, Shard, Task, epoch_permutation, eval_shape_or_error
 
 
-class ToyRegressionTask(Task):
+class InMemoryTask(Task):
+    """Data made at construction as ``self._train`` / ``self._evals`` dicts of arrays (default batching)."""
+
+    def setup(self, progress=True):
+        pass
+
+    @property
+    def train(self):
+        return self._train
+
+    @property
+    def evals(self):
+        return self._evals
+
+
+class ToyRegressionTask(InMemoryTask):
     objective = Objective("mse")
 
     def __init__(self, n_train: int = 64, n_test: int = 20, size: int = 16, seed: int = 0):
@@ -39,17 +54,6 @@ class ToyRegressionTask(Task):
     def example_batch(self, batch_size):
         s = jax.ShapeDtypeStruct((batch_size, self.size, 1), jnp.float32)
         return {"x": s, "y": s}
-
-    def setup(self, progress=True):
-        pass
-
-    @property
-    def train(self):
-        return self._train
-
-    @property
-    def evals(self):
-        return self._evals
 
     def loss(self, model, batch):
         return jnp.mean((model(batch["x"]) - batch["y"]) ** 2)
@@ -70,7 +74,7 @@ class MLP(nnx.Module):
 
 # -- sequence classification with masks -----------------------------------------------------------
 
-class SequenceClassificationTask(Task):
+class SequenceClassificationTask(InMemoryTask):
     """Label = 1 if the mean of the real (unmasked) values is positive. Batches: x (B, L, 1), mask (B, L),
     label (B,). Padding is filled with +3, so averaging over the padded length flips many labels."""
 
@@ -101,17 +105,6 @@ class SequenceClassificationTask(Task):
         if out.shape != (batch_size, 2):
             raise UserInputError(f"the classifier must give logits of shape {(batch_size, 2)}, got {out.shape}")
 
-    def setup(self, progress=True):
-        pass
-
-    @property
-    def train(self):
-        return self._train
-
-    @property
-    def evals(self):
-        return self._evals
-
     def _ce_and_correct(self, model, batch):
         logits = model(batch["x"], batch["mask"])
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
@@ -141,7 +134,7 @@ class MaskedMeanClassifier(nnx.Module):
 
 # -- next-token prediction with padding ----------------------------------------------------------
 
-class NextTokenTask(Task):
+class NextTokenTask(InMemoryTask):
     """Sequences t_{i+1} = (3 t_i + 1) mod vocab of 4 to ``max_len`` tokens, padded with 0.
 
     Batches: tokens (B, L) int32 and mask (B, L); the model predicts tokens[:, 1:] from tokens[:, :-1]
@@ -175,17 +168,6 @@ class NextTokenTask(Task):
         if out.shape != (*tokens.shape, self.vocab):
             raise UserInputError(f"the language model must give logits of shape {(*tokens.shape, self.vocab)}, "
                                  f"got {out.shape}")
-
-    def setup(self, progress=True):
-        pass
-
-    @property
-    def train(self):
-        return self._train
-
-    @property
-    def evals(self):
-        return self._evals
 
     def _token_stats(self, model, batch):
         """Per-token NLL and correctness of the next-token predictions, and which targets are real."""
