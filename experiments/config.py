@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import enum
-import importlib
 import inspect
 import pathlib
 import types
@@ -32,6 +31,7 @@ from dataclasses import field
 from typing import Any, Callable, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object
 from omegaconf import MISSING, OmegaConf
 
 from experiments.trainer import TrainerConfig
@@ -54,15 +54,11 @@ class ConfigSchemaError(RuntimeError):
 
 
 def resolve_target(path: str) -> Callable:
-    """The object at a dotted path (``operators.fno.FNO``)."""
-    module, _, name = path.rpartition(".")
+    """The object at a dotted path (``operators.fno.FNO``), located as Hydra's ``instantiate`` does."""
     try:
-        obj = importlib.import_module(module)
-        for part in name.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigSchemaError(f"cannot import {path!r}: {err}") from None
-    return obj
+        return get_object(path)
+    except Exception as err:  # ImportError and friends, worded by Hydra
+        raise ConfigSchemaError(f"cannot import {path!r}: {str(err).splitlines()[0]}") from None
 
 
 def omegaconf_type(annotation: Any) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -117,3 +117,19 @@ def check_same_everywhere(value: str, what: str, fix: str) -> None:
     if len(set(np.asarray(multihost_utils.process_allgather(digest)).ravel().tolist())) > 1:
         raise UserInputError(f"the processes of this run disagree on {what} (process {jax.process_index()} "
                              f"has {value!r}); {fix}")
+
+
+def primary_first(fn: Callable[[bool], None]) -> None:
+    """``fn(is_primary)`` in process 0, then in the others once process 0 is done (a collective).
+
+    For data generation: process 0 generates and caches the data; the others then load it from the
+    cache (or, where the cache directory is not shared, generate the same data themselves).
+    """
+    if jax.process_count() == 1:
+        fn(True)
+        return
+    if is_primary():
+        fn(True)
+    multihost_utils.sync_global_devices("primary_first")
+    if not is_primary():
+        fn(False)

@@ -119,7 +119,7 @@ def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:
     from hydra.utils import instantiate
 
     from experiments.checkpoint import run_identity
-    from experiments.distributed import check_same_everywhere, is_primary
+    from experiments.distributed import check_same_everywhere, is_primary, primary_first
     from experiments.trainer import Trainer, TrainerConfig
 
     check_same_everywhere(str(run_dir.absolute()), "the run directory",
@@ -136,7 +136,7 @@ def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:
 
     task.check_model(model, trainer_cfg.batch_size)  # shapes only, before any data is generated
     t = time.perf_counter()
-    task.setup(progress=trainer_cfg.progress and is_primary())
+    primary_first(lambda primary: task.setup(progress=trainer_cfg.progress and primary))
     data_seconds = time.perf_counter() - t
 
     results = trainer.fit(model, make_tx, task)

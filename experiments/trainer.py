@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 
 LossFn = Callable[[Any, Batch], jax.Array]
 
-__all__ = ["NonFiniteLossError", "Preempted", "Trainer", "TrainerConfig", "count_params", "data_mesh",
-           "init_train_state", "make_train_step", "merge_model", "mode_graphdef"]
+__all__ = ["NonFiniteLossError", "Preempted", "Trainer", "TrainerConfig", "count_params", "init_train_state",
+           "make_train_step", "merge_model", "mode_graphdef"]
 
 
 @dataclasses.dataclass
@@ -77,11 +77,6 @@ class TrainerConfig:
 
 
 # -- pure pieces (used by the loop, the benchmarks and the tests) -------------------------------------
-
-def data_mesh(n_devices: int | None = None) -> jax.sharding.Mesh:
-    """1-D mesh named ``data`` over all devices (or the first ``n_devices`` local ones)."""
-    return global_mesh(n_devices)
-
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, dict]:
     """Split ``model`` into its graph and the state pytree the jitted step carries."""

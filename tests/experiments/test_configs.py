@@ -20,7 +20,8 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import MISSING, OmegaConf
 
-from experiments.config import CONFIG_DIR, SCHEMAS, omegaconf_type, option_files, signature_schema
+from experiments.config import (CONFIG_DIR, SCHEMAS, omegaconf_type, option_files, resolve_target,
+                                signature_schema)
 from experiments.train import make_optimizer
 from experiments.trainer import TrainerConfig, count_params
 from operators.fno import FNO, pad_cells
@@ -85,8 +86,7 @@ def test_every_option_rejects_a_misspelt_key(group, option):
 def test_every_schema_is_its_targets_signature(group, option):
     """One copy of each signature: the schema's fields are the constructor's arguments and defaults."""
     schema = SCHEMAS[group, option]
-    target = instantiate(OmegaConf.create({"_target_": "hydra.utils.get_object",
-                                           "path": schema._target_}))  # the object itself
+    target = resolve_target(schema._target_)
     fn = target.__init__ if inspect.isclass(target) else target
     params = {n: p for n, p in inspect.signature(fn).parameters.items() if n != "self"}
     fields = {f.name: f for f in dataclasses.fields(schema) if not f.name.startswith("_")}

@@ -14,7 +14,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from experiments.metrics import read_metrics
 from experiments.errors import NonFiniteLossError, UserInputError
 from experiments.tasks.base import epoch_permutation
-from experiments.trainer import Trainer, TrainerConfig, data_mesh, init_train_state, make_train_step
+from experiments.distributed import global_mesh
+from experiments.trainer import Trainer, TrainerConfig, init_train_state, make_train_step
 from operators.fno import FNO
 from operators.losses import relative_lp
 from optim import adam
@@ -25,7 +26,7 @@ from toy_tasks import MLP, ToyRegressionTask
 def _fno_step_on(n_devices: int, batch: dict, tx):
     model = FNO(1, 1, modes=(4, 4), width=8, n_layers=2, rngs=nnx.Rngs(0))
     graphdef, state = init_train_state(model, tx)
-    mesh = data_mesh(n_devices)
+    mesh = global_mesh(n_devices)
     state = jax.device_put(state, NamedSharding(mesh, P()))
     batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
     step = jax.jit(make_train_step(graphdef, lambda m, b: relative_lp(m(b["x"]), b["y"]), tx))
