@@ -411,3 +411,32 @@ def line_chart(path: pathlib.Path, xlabel: str,
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def convergence_chart(path: pathlib.Path, xlabel: str,
+                      series: Sequence[tuple[str, Sequence[float], Sequence[float]]], ylabel: str,
+                      title: str, levels: Sequence[float] = (), note: str | None = None) -> None:
+    """Convergence curves: one line (no markers) per series ``(label, xs, ys)`` on a logarithmic y
+    axis; points with a non-finite or non-positive y are left out. ``levels`` are drawn as faint
+    dotted horizontal lines (the targets a table reports), ``note`` at the foot."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    styles = ("-", "--", "-.", ":")
+    for i, (label, xs, ys) in enumerate(series):
+        pts = [(x, y) for x, y in zip(xs, ys) if is_finite(y) and y > 0]
+        if pts:
+            ax.plot(*zip(*pts), styles[i % len(styles)], color=f"C{i % 10}", lw=1.6, label=label)
+    ax.set_yscale("log")
+    for level in levels:
+        ax.axhline(level, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    if any(label for label, _, _ in series):
+        ax.legend(fontsize=8)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
+    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
