@@ -4,8 +4,8 @@
   split's value is ``sum(total) / sum(count)`` over all its examples. A per-example relative error is
   ``Mean(err)`` (count 1 each); a token accuracy is ``Mean(correct.sum(-1), mask.sum(-1))``, which
   averages over real tokens, not over examples or batches, whatever the batch size or padding.
-* ``LossBuffer``: training losses stay on the device and are fetched once per log interval.
-* ``MetricsLog``: one JSON object per line, ``{"step": ..., "loss": ...}`` or
+* ``LossBuffer``: the step's loss and gradient norm stay on the device, fetched once per log interval.
+* ``MetricsLog``: one JSON object per line, ``{"step": ..., "loss": ..., "grad_norm": ...}`` or
   ``{"step": ..., "split": ..., <metric>: ...}``.
 """
 from __future__ import annotations
@@ -60,20 +60,21 @@ def finish_means(sums: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 
 class LossBuffer:
-    """Training losses since the last log, kept on the device; ``flush`` fetches them in one sync.
+    """The training step's scalars (loss, gradient norm) since the last log, kept on the device;
+    ``flush`` fetches them in one sync.
 
     ``flush`` raises ``NonFiniteLossError`` if any of them is NaN or infinite (the message ends with
-    ``where_saved()``, which says what checkpoint is left), else returns the log row: the mean loss
-    and the training throughput since the previous flush.
+    ``where_saved()``, which says what checkpoint is left), else returns the log row: the mean of each
+    scalar and the training throughput since the previous flush.
     """
 
     def __init__(self, batch_size: int, steps_per_epoch: int, where_saved: Callable[[], str]):
         self.batch_size, self.steps_per_epoch, self.where_saved = batch_size, steps_per_epoch, where_saved
-        self._pending: list[tuple[int, jax.Array]] = []
+        self._pending: list[tuple[int, dict[str, jax.Array]]] = []
         self._since = time.perf_counter()
 
-    def add(self, step: int, loss: jax.Array) -> None:
-        self._pending.append((step, loss))
+    def add(self, step: int, scalars: Mapping[str, jax.Array]) -> None:
+        self._pending.append((step, dict(scalars)))
 
     def restart_clock(self) -> None:
         self._since = time.perf_counter()
@@ -81,17 +82,22 @@ class LossBuffer:
     def flush(self, step: int) -> dict[str, float] | None:
         if not self._pending:
             return None
-        values = np.asarray(jax.device_get([loss for _, loss in self._pending]), dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            first = self._pending[int(np.argmax(bad))][0]
-            raise NonFiniteLossError(
-                f"the training loss became {values[bad][0]} at step {first}. Training stopped; "
-                f"{self.where_saved()} (nothing was saved after the loss went bad). Lower the learning "
-                f"rate (schedule.value) or check the data normalisation, and start a new run directory.")
+        fetched = jax.device_get([scalars for _, scalars in self._pending])
+        values = {k: np.asarray([f[k] for f in fetched], np.float64) for k in fetched[0]}
+        for name in sorted(values, key=lambda k: k != "loss"):  # the loss first: the message users expect
+            v = values[name]
+            bad = ~np.isfinite(v)
+            if bad.any():
+                first = self._pending[int(np.argmax(bad))][0]
+                what = {"loss": "training loss", "grad_norm": "gradient norm"}.get(name, name)
+                raise NonFiniteLossError(
+                    f"the {what} became {v[bad][0]} at step {first}. Training stopped; {self.where_saved()} "
+                    f"(nothing was saved after it went bad). Lower the learning rate (schedule.value) or "
+                    f"check the data normalisation, and start a new run directory.")
         elapsed = max(time.perf_counter() - self._since, 1e-9)
-        row = {"step": step, "epoch": step / self.steps_per_epoch, "loss": float(values.mean()),
-               "samples_per_s": len(values) * self.batch_size / elapsed}
+        row = {"step": step, "epoch": step / self.steps_per_epoch,
+               **{k: float(v.mean()) for k, v in values.items()},
+               "samples_per_s": len(fetched) * self.batch_size / elapsed}
         self._pending.clear()
         self._since = time.perf_counter()
         return row

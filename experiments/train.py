@@ -107,7 +107,10 @@ def make_optimizer(cfg: DictConfig, model):
                                  f"{cfg.optim._target_} takes no weight_decay argument")
 
     def make_tx(steps_per_epoch: int, total_steps: int):
-        schedule = instantiate(cfg.schedule)(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+        try:
+            schedule = instantiate(cfg.schedule)(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+        except ValueError as err:  # the schedule's own check of its settings
+            raise UserInputError(f"schedule={cfg.schedule._target_.rsplit('.', 1)[-1]}: {err}") from None
         return partition_optimizer(optimizer, schedule, groups)
 
     return make_tx

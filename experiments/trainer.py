@@ -86,9 +86,13 @@ def init_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> tup
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation):
-    """Pure ``(state, batch) -> (state, loss)``: one gradient step of ``loss_fn(model, batch)``."""
+    """Pure ``(state, batch) -> (state, {"loss", "grad_norm"})``: one gradient step of ``loss_fn``.
 
-    def train_step(state: dict, batch: Batch) -> tuple[dict, jax.Array]:
+    ``grad_norm`` is the global L2 norm of the gradient (before the optimizer), logged so that a run
+    can feed the refined learning-rate schedule of the next (``optim.schedules.refined``).
+    """
+
+    def train_step(state: dict, batch: Batch) -> tuple[dict, dict[str, jax.Array]]:
         def loss_of(params):
             # copy=True: fresh Variables in this (gradient) trace, so that e.g. dropout's RNG counter can
             # advance here; the ones in state["rest"] belong to the enclosing trace.
@@ -99,7 +103,8 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
         (loss, rest), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        return {"step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state}, loss
+        new_state = {"step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     return train_step
 
@@ -116,6 +121,11 @@ def mode_graphdef(model: nnx.Module, train: bool) -> nnx.GraphDef:
 
 def count_params(model: nnx.Module) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _megabytes(tree: Any) -> float:
+    """Size of one copy of ``tree``'s arrays (per device: the state is replicated), in MiB."""
+    return round(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)) / 2**20, 3)
 
 
 def _compile(fn, *args) -> tuple[Callable, float]:
@@ -219,6 +229,8 @@ class Trainer:
             "metrics": evaluation, "n_params": n_params, "step": total_steps,
             "epochs": total_steps / steps_per_epoch, "resumed_from_step": run.start,
             "cost": {"compile_seconds": self.compile_seconds, "train_seconds": run.train_seconds,
+                     "optimizer_state_mb": _megabytes(run.state["opt_state"]),
+                     "params_mb": _megabytes(run.state["params"]),
                      "eval_seconds": run.eval_seconds, "steps_timed": steps_run,
                      "seconds_per_step": run.train_seconds / steps_run if steps_run else None,
                      **cost.machine(self.devices)},
@@ -365,9 +377,9 @@ class _Run:
                     trainer.compile_seconds += seconds
                     self.losses.restart_clock()
                     t0 = time.perf_counter()
-                self.state, loss = compiled(self.state, batch)
+                self.state, scalars = compiled(self.state, batch)
                 done = step + 1
-                self.losses.add(done, loss)
+                self.losses.add(done, scalars)
                 self.bar.update(1)
                 at_log = done % cfg.log_every == 0
                 if at_log:

@@ -5,6 +5,7 @@ timed call is synchronised with ``block_until_ready``.
 
     python -m experiments.bench fno                 # FNO-2D train step, batch 16, 64x64, width 32, modes 12
     python -m experiments.bench fno --batch 32 --resolution 128
+    python -m experiments.bench fno --optimizer lion          # any option of configs/optim/
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="name", required=True)
-    p = sub.add_parser("fno", help="FNO-2D training step (value_and_grad + Adam update)")
+    p = sub.add_parser("fno", help="FNO-2D training step (value_and_grad + optimizer update)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--width", type=int, default=32)
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--steps", type=int, default=20, help="timed steps (after warm-up)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
+    p.add_argument("--optimizer", default="adam", help="an option of configs/optim/ (default: adam)")
     args = vars(parser.parse_args(argv))
     name = args.pop("name")
     print(json.dumps(BENCHMARKS[name](**args)), flush=True)

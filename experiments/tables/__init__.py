@@ -20,12 +20,19 @@ TABLES: dict[str, str] = {
     "fno_darcy": "FNO paper, Darcy flow (Li et al., ICLR 2021, Table 4) beside runs of "
                  "experiment=fno_darcy",
     "sweep": "a Hydra multirun directory as one table: overrides against objective and cost",
+    "halpern_matrix_game": "VR-Halpern paper (Cai et al., ICLR 2024, Fig. 1a): policeman-and-burglar "
+                           "game, residual against epochs for Alg. 1/2, EG, EAG, VR-EG (runs them)",
+    "halpern_qp": "VR-Halpern paper (Cai et al., ICLR 2024, Fig. 1b): \"hard\" QP, residual against "
+                  "epochs for Alg. 1/2, EG, EAG, VR-EG (runs them, reduced budget)",
+    "optimizers_darcy": "Lion, AdamW, AdamP, SGDP, Adam on the default FNO/Darcy job, each tuned on its own "
+                        "grid (reads the sweeps of experiment=optimizers_darcy)",
 }
 
 
 def available() -> str:
     """The registered tables, one ``name: description`` per line."""
-    return "\n".join(f"  {name:<10} {desc}" for name, desc in TABLES.items())
+    width = max(map(len, TABLES))
+    return "\n".join(f"  {name:<{width}}  {desc}" for name, desc in TABLES.items())
 
 
 def load(name: str) -> types.ModuleType:

@@ -63,27 +63,35 @@ class OperatorTask(Task):
     Args:
       pde: the field dataset (see the module docstring), e.g. ``DarcyFlow(resolution=127)``.
       n_train, n_test: pairs drawn from its train and test splits.
+      n_val: pairs drawn from its validation split (0: none). With a validation split, the objective is
+        ``rel_l2`` on it (split ``val_s<train_resolution>``), so that sweeps tune on validation data
+        and the test splits stay untouched for reporting.
       train_resolution: the resolution trained at; evaluated first (the objective's split).
       test_resolutions: further resolutions evaluated (zero-shot), e.g. [127] for Darcy at K=127.
       normalizer: "pointwise", "global" or "none", for inputs and targets alike; the model predicts
         normalised targets, decoded before the loss (as the FNO scripts).
       loss: "l2" (relative L2, the FNO papers') or "h1" (relative H1).
 
-    Evaluation splits are ``test_s<resolution>``; metrics ``rel_l2`` and ``rel_h1`` per sample,
-    averaged over the split; the objective is ``rel_l2`` at the training resolution.
+    Evaluation splits are ``val_s<train_resolution>`` (if ``n_val``) and ``test_s<resolution>``;
+    metrics ``rel_l2`` and ``rel_h1`` per sample, averaged over the split; the objective is ``rel_l2``
+    at the training resolution, on the validation split if there is one, else on the test split.
     """
 
     objective = Objective("rel_l2", mode="min")
 
     def __init__(self, pde: Any, n_train: int = 500, n_test: int = 100, train_resolution: int = 64,
-                 test_resolutions: Sequence[int] = (), normalizer: str = "pointwise", loss: str = "l2"):
+                 test_resolutions: Sequence[int] = (), normalizer: str = "pointwise", loss: str = "l2",
+                 n_val: int = 0):
         if normalizer not in NORMALIZERS:
             raise UserInputError(f"data.normalizer={normalizer!r} is unknown; choose one of {NORMALIZERS}")
         if loss not in LOSSES:
             raise UserInputError(f"data.loss={loss!r} is unknown; choose one of {LOSSES}")
-        if n_train < 1 or n_test < 1:
-            raise UserInputError(f"data.n_train and data.n_test must be >= 1 (got {n_train}, {n_test})")
-        self.pde, self.n_train, self.n_test = pde, n_train, n_test
+        if n_train < 1 or n_test < 1 or n_val < 0:
+            raise UserInputError(f"data.n_train and data.n_test must be >= 1 and data.n_val >= 0 (got "
+                                 f"{n_train}, {n_test}, {n_val})")
+        self.pde, self.n_train, self.n_test, self.n_val = pde, n_train, n_test, n_val
+        if n_val:
+            self.objective = Objective("rel_l2", mode="min", split=f"val_s{train_resolution}")
         self.train_resolution = train_resolution
         self.volatile_keys = tuple(f"pde.{k}" for k in getattr(pde, "volatile_keys", ()))
         # Evaluate at the training resolution first, then every extra one, without repeats.
@@ -108,16 +116,21 @@ class OperatorTask(Task):
     def setup(self, progress: bool = True) -> None:
         x_train, y_train = self.pde.load("train", self.n_train, progress=progress)
         x_test, y_test = self.pde.load("test", self.n_test, progress=progress)
+        splits = {"test": (x_test, y_test)}
+        if self.n_val:
+            splits["val"] = self.pde.load("val", self.n_val, progress=progress)
         for s, grid in self.grids.items():
             a_tr, u_tr = self.pde.subsample(x_train, s), self.pde.subsample(y_train, s)
             x_mean, x_std = self.normalizer.fit(a_tr)
             y_mean, y_std = self.normalizer.fit(u_tr)
             self._y_stats[grid] = (jnp.asarray(y_mean), jnp.asarray(y_std))
-            a_te, u_te = self.pde.subsample(x_test, s), self.pde.subsample(y_test, s)
-            split = f"test_s{s}"
-            self._test_inputs[split] = a_te
-            self._evals[split] = {"x": ((a_te - x_mean) / x_std).astype(np.float32),
-                                  "y": u_te.astype(np.float32)}
+            for name, (x, y) in splits.items():
+                if name == "val" and s != self.train_resolution:
+                    continue
+                a_te, u_te = self.pde.subsample(x, s), self.pde.subsample(y, s)
+                self._test_inputs[f"{name}_s{s}"] = a_te
+                self._evals[f"{name}_s{s}"] = {"x": ((a_te - x_mean) / x_std).astype(np.float32),
+                                               "y": u_te.astype(np.float32)}
             if s == self.train_resolution:
                 self._train = {"x": ((a_tr - x_mean) / x_std).astype(np.float32), "y": u_tr.astype(np.float32)}
 

@@ -49,9 +49,20 @@ def take_one_step(cfg, model):
     return updates
 
 
+@pytest.fixture(scope="module")
+def required_inputs(tmp_path_factory):
+    """Overrides for options that need an input of the user's (``???`` in their YAML)."""
+    run = tmp_path_factory.mktemp("previous_run")
+    (run / "metrics.jsonl").write_text("".join(f'{{"step": {s}, "loss": 1.0, "grad_norm": {g}}}\n'
+                                               for s, g in [(10, 3.0), (20, 2.0), (30, 1.0)]))
+    return {("schedule", "refined"): [f"schedule.grad_norms={run}"]}
+
+
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_composes_and_builds(group, option):
-    cfg = cfg_with(f"{group}={option}")
+def test_every_option_composes_and_builds(group, option, required_inputs):
+    cfg = cfg_with(f"{group}={option}", *required_inputs.get((group, option), []))
+    missing = OmegaConf.missing_keys(cfg[group])
+    assert not missing, f"{group}={option} needs {missing}: add them to required_inputs above"
     assert cfg[group]._target_ == OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")._target_
     if group == "model":
         assert count_params(build_model(cfg)) > 0

@@ -30,9 +30,9 @@ def _fno_step_on(n_devices: int, batch: dict, tx):
     state = jax.device_put(state, NamedSharding(mesh, P()))
     batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
     step = jax.jit(make_train_step(graphdef, lambda m, b: relative_lp(m(b["x"]), b["y"]), tx))
-    new_state, loss = step(state, batch)
+    new_state, scalars = step(state, batch)
     assert len(batch["x"].sharding.device_set) == n_devices
-    return jax.device_get(new_state), float(loss), jax.device_get(state)
+    return jax.device_get(new_state), float(scalars["loss"]), jax.device_get(state)
 
 
 def test_train_step_on_eight_devices_matches_one_device():
@@ -168,3 +168,23 @@ def test_train_step_and_evaluation_compile_once(tmp_path):
                         progress=False, plots=False)
     Trainer(cfg, tmp_path).fit(MLP(rngs=nnx.Rngs(0)), lambda s, t: adam(1e-3), CountingTask())
     assert traces == {"loss": 1, "metrics": 1}
+
+
+def test_logged_gradient_norm_and_optimizer_state_size(tmp_path):
+    """The logged grad_norm is the global norm of the loss gradient; cost records the state sizes."""
+    task = ToyRegressionTask()
+    model = MLP(rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    batch = next(task.train_batches(8, seed=3, epoch=0))
+    graphdef = nnx.graphdef(model)
+    grads = jax.grad(lambda p: task.loss(nnx.merge(graphdef, p, nnx.state(model, nnx.Not(nnx.Param))),
+                                         batch))(params)
+    want = float(np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(grads))))
+    cfg = TrainerConfig(max_steps=1, batch_size=8, log_every=1, devices=2, progress=False, plots=False)
+    res = Trainer(cfg, tmp_path, seed=3).fit(model, lambda spe, total: adam(1e-3), task)
+    row = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if "grad_norm" in r)
+    assert row["grad_norm"] == pytest.approx(want, rel=1e-5)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    assert res["cost"]["params_mb"] == pytest.approx(n_params * 4 / 2**20, abs=1e-3)
+    # Adam keeps two moments per parameter (plus a step count): about twice the parameters.
+    assert res["cost"]["optimizer_state_mb"] == pytest.approx(2 * n_params * 4 / 2**20, abs=1e-3)
