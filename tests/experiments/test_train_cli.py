@@ -250,3 +250,16 @@ def test_two_processes_train_like_one_process_with_as_many_devices(env, tmp_path
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "split" not in r]
     assert steps == list(range(5, 41, 5))  # written once, by process 0
     assert (run / "train.log").read_text().count("objective mse") == 1
+
+
+def test_refined_schedule_from_the_gradient_norms_of_a_previous_run(env, tmp_path):
+    first = tmp_path / "linear"
+    train(env, first, "trainer.epochs=3", "trainer.log_every=2", "schedule=linear", "trainer.plots=false")
+    assert all("grad_norm" in r for r in read_metrics(first / "metrics.jsonl") if "loss" in r)
+    second = tmp_path / "refined"
+    train(env, second, "trainer.epochs=3", "schedule=refined", f"schedule.grad_norms={first}",
+          "trainer.plots=false")
+    assert json.loads((second / "results.json").read_text())["objective"]["value"] > 0
+    bad = train(env, tmp_path / "bad", "schedule=refined", f"schedule.grad_norms={tmp_path}/nowhere", check=False)
+    assert bad.returncode == 2 and "no metrics file" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
