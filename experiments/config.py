@@ -131,10 +131,16 @@ def signature_schema(target: str, exclude: tuple[str, ...] = (), partial: bool =
 
 
 def node_schema(node: dict, exclude: tuple[str, ...] = (), partial: bool = False) -> type:
-    """The schema of a config node with a ``_target_``, nested ``_target_`` nodes included."""
+    """The schema of a config node with a ``_target_``, nested ``_target_`` nodes included.
+
+    A node is partial if its group's target takes runtime arguments or if it says ``_partial_: true``
+    (a nested factory the parent calls with the rest, e.g. a model's ``mixer``); the arguments it
+    leaves unset stay ``???`` in the schema, which Hydra's partial instantiation skips.
+    """
     nested = {k: node_schema(v) for k, v in node.items()
               if isinstance(v, dict) and "_target_" in v and not k.startswith("_")}
-    return signature_schema(node["_target_"], exclude=exclude, partial=partial, nested=nested)
+    return signature_schema(node["_target_"], exclude=exclude, partial=partial or node.get("_partial_") is True,
+                            nested=nested)
 
 
 @dataclasses.dataclass
