@@ -12,7 +12,9 @@ runs, also on the command line and in ``experiment=`` files. Adding a model is t
 YAML file; nothing here changes.
 
 Arguments the runner supplies at build time are left out of the schemas (``RUNTIME_ARGUMENTS``)
-and make the node partial (``_partial_: true``). Annotations map to OmegaConf types: int, float,
+and make the node partial (``_partial_: true``); a partial node also leaves out its required
+keyword-only arguments (``rngs``), which its caller supplies, and its other required arguments
+stay ``???`` until the caller passes them (a nested ``mixer`` gets ``d_model`` from its model). Annotations map to OmegaConf types: int, float,
 bool, str, Optional[...] of those, sequences to List[...], mappings to Dict[str, ...], a Literal of
 strings to str (the constructor checks the value); anything else is Any (key-checked, not
 type-checked). Parameters whose defaults cannot live in a config (functions, arrays) are left out:
@@ -94,10 +96,12 @@ def _config_default(value: Any) -> tuple[bool, Any]:
 
 
 def signature_schema(target: str, exclude: tuple[str, ...] = (), partial: bool = False,
-                     nested: dict[str, type] | None = None) -> type:
+                     nested: dict[str, type] | None = None, provided: frozenset[str] = frozenset()) -> type:
     """A dataclass schema with ``_target_`` (and ``_partial_``) plus one field per parameter of ``target``.
 
     ``nested``: parameters whose value is itself a config node with a schema (used as its default).
+    ``provided``: the keys the YAML node sets; a partial node's required keyword-only arguments that it
+    does not set (``rngs``) are left to its caller and out of the schema.
     """
     fn = resolve_target(target)
     try:  # a class's own __init__: metaclasses (NNX modules) hide it behind __call__(*args, **kwargs)
@@ -116,6 +120,9 @@ def signature_schema(target: str, exclude: tuple[str, ...] = (), partial: bool =
     for p in params:
         if p.name in exclude or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
             continue
+        if (partial and p.kind is p.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+                and p.name not in provided):
+            continue  # supplied by whoever calls the partial (e.g. rngs=), not by the config
         if p.name in nested:
             fields.append((p.name, Any, field(default_factory=nested[p.name])))
             continue
@@ -140,7 +147,7 @@ def node_schema(node: dict, exclude: tuple[str, ...] = (), partial: bool = False
     nested = {k: node_schema(v) for k, v in node.items()
               if isinstance(v, dict) and "_target_" in v and not k.startswith("_")}
     return signature_schema(node["_target_"], exclude=exclude, partial=partial or node.get("_partial_") is True,
-                            nested=nested)
+                            nested=nested, provided=frozenset(node))
 
 
 @dataclasses.dataclass

@@ -195,9 +195,16 @@ class Task(abc.ABC):
 
 
 def eval_shape_or_error(model, *inputs) -> Any:
-    """``jax.eval_shape`` of ``model(*inputs)``; a shape error becomes a ``UserInputError``."""
+    """``jax.eval_shape`` of ``model(*inputs)``; a shape error becomes a ``UserInputError``.
+
+    The model is merged afresh inside the trace (``copy=True``), so that a model that mutates its own
+    state when called (dropout's RNG counter, batch statistics) can be shape-checked in train mode.
+    """
+    import flax.nnx as nnx
+
+    graphdef, state = nnx.split(model)
     try:
-        return jax.eval_shape(lambda *a: model(*a), *inputs)
+        return jax.eval_shape(lambda st, *a: nnx.merge(graphdef, st, copy=True)(*a), state, *inputs)
     except (ValueError, TypeError) as err:
         shapes = ", ".join(str(getattr(x, "shape", x)) for x in inputs)
         raise UserInputError(f"the model ({type(model).__name__}) does not fit the data (input of shape "

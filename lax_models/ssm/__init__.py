@@ -11,9 +11,10 @@ that ``lax_models.sequence`` stacks any of them and the runner trains any of the
 * ``init_state(batch_size) -> state`` and ``step(state, x_t) -> (state, y_t)`` with
   ``x_t, y_t: (batch, d_model)``: the recurrent mode used for generation; stepping through a sequence
   gives ``__call__``'s output (tested for every mixer). Only causal mixers step.
-* State-space parameters (Lambda, B, C, log_dt, ...) are ``SSMParam``, so that configs can give them
-  their own learning rate and no weight decay (``param_groups.ssm.variable_type:
-  lax_models.ssm.SSMParam``), as the reference implementations do.
+* State-space parameters (Lambda, P, B, log_dt, a long convolution's kernel) are ``SSMParam``, so
+  that configs can give them their own learning rate and no weight decay (``param_groups.ssm.
+  variable_type: lax_models.ssm.SSMParam``), as the reference implementations do; the output map C
+  and the skip D are regular parameters, in the regular group (state-spaces/s4, lindermanlab/S5).
 """
 from __future__ import annotations
 

@@ -136,3 +136,9 @@ def test_a_model_that_does_not_fit_the_task_is_reported_before_any_data(tmp_path
         SequenceClassificationTask().check_model(MaskedMeanClassifier(classes=3, rngs=nnx.Rngs(0)), 4)
     with pytest.raises(UserInputError, match="does not fit the data"):
         PaddedGraphTask().check_model(MaskedMeanClassifier(rngs=nnx.Rngs(0)), 4)
+
+
+def test_a_model_with_dropout_is_shape_checked_in_train_mode():
+    model = BigramLM(dropout=0.5, rngs=nnx.Rngs(0))
+    model.train()  # dropout on: calling it advances its RNG counter, which eval_shape must allow
+    NextTokenTask().check_model(model, 4)

@@ -1,0 +1,239 @@
+"""The deep sequence model: padding-blind pooling, causality, step mode, generation against re-running the
+full model, the runner's toy tasks, and learning a task that needs memory (delayed copy) with S5 and
+with the long convolution."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from lax_models.longconv import LongConv
+from lax_models.sequence import SequenceModel
+from lax_models.ssm.s5 import S5
+
+MIXERS = {
+    "s5": functools.partial(S5, d_state=8),
+    "s5_bidirectional": functools.partial(S5, d_state=8, bidirectional=True),
+    "longconv": functools.partial(LongConv, lam=0.0),
+    "longconv_bidirectional": functools.partial(LongConv, lam=0.0, bidirectional=True),
+}
+CAUSAL = ["s5", "longconv"]
+apply = nnx.jit(lambda model, x, mask=None: model(x, mask))
+
+
+def _model(mixer="s5", **kw):
+    kw = {"d_output": 3, "d_model": 16, "n_layers": 2, "l_max": 12, **kw}
+    return SequenceModel(mixer=MIXERS[mixer], rngs=nnx.Rngs(0), **kw)
+
+
+def _inputs(shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _toy_tasks():
+    """tests/experiments/toy_tasks.py, the runner's toy task families."""
+    path = pathlib.Path(__file__).parents[1] / "experiments" / "toy_tasks.py"
+    spec = importlib.util.spec_from_file_location("toy_tasks_for_sequence_tests", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------------------------
+# Construction and shapes
+# ----------------------------------------------------------------------------------------------
+def test_mixer_factory_is_called_once_per_layer_with_the_contract_arguments():
+    calls = []
+
+    def factory(**kwargs):
+        calls.append(kwargs)
+        return S5(kwargs["d_model"], d_state=4, l_max=kwargs["l_max"], rngs=kwargs["rngs"])
+
+    model = SequenceModel(5, d_model=8, n_layers=3, mixer=factory, l_max=20, rngs=nnx.Rngs(0))
+    assert [sorted(c) for c in calls] == [["d_model", "l_max", "rngs"]] * 3
+    assert all(c["d_model"] == 8 and c["l_max"] == 20 for c in calls)
+    assert jax.eval_shape(model, _inputs((2, 7, 1))).shape == (2, 5)
+    assert jax.eval_shape(model, _inputs((2, 7))).shape == (2, 5)  # (batch, length) floats: d_input = 1
+    with pytest.raises(ValueError, match="mixer must be a factory"):
+        SequenceModel(4, mixer=S5(4, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("prenorm, glu", [(True, True), (False, False)])
+def test_heads_and_encoders_give_the_documented_shapes(prenorm, glu):
+    pool = _model(d_input=2, prenorm=prenorm, glu=glu, n_layers=1)
+    assert jax.eval_shape(pool, _inputs((4, 9, 2))).shape == (4, 3)
+    tokens = jax.ShapeDtypeStruct((4, 9), jnp.int32)
+    lm = _model(vocab_size=7, d_output=7, head="token", prenorm=prenorm, glu=glu, n_layers=1)
+    assert jax.eval_shape(lm, tokens).shape == (4, 9, 7)
+    assert (pool.final_norm is None) == (not prenorm) and pool.blocks[0].out.out_features == (32 if glu else 16)
+
+
+@pytest.mark.parametrize("kwargs, x, message", [
+    (dict(), jnp.zeros((2, 5), jnp.int32), "set vocab_size"),
+    (dict(vocab_size=5), jnp.zeros((2, 5, 1)), "integers of shape"),
+    (dict(d_input=3), jnp.zeros((2, 5, 2)), r"d_input=3"),
+])
+def test_bad_inputs_are_clear_errors(kwargs, x, message):
+    with pytest.raises(ValueError, match=message):
+        _model(**kwargs)(x)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="head"):
+        _model(head="seq")
+    with pytest.raises(ValueError, match="pooling"):
+        _model(pooling="max")
+    with pytest.raises(ValueError, match="token language model"):
+        _model().generate(jnp.zeros((1, 2), jnp.int32), 2, temperature=0)
+    with pytest.raises(ValueError, match="no recurrent step"):
+        _model("s5_bidirectional", vocab_size=5, d_output=5, head="token").generate(
+            jnp.zeros((1, 2), jnp.int32), 2, temperature=0)
+    with pytest.raises(ValueError, match="needs key"):
+        _model(vocab_size=5, d_output=5, head="token").generate(jnp.zeros((1, 2), jnp.int32), 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Masks and pooling
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mixer, pooling", [(m, "mean") for m in MIXERS] + [("s5_bidirectional", "last")])
+def test_pooling_ignores_padding(mixer, pooling):
+    model = _model(mixer, pooling=pooling, d_input=2, n_layers=1)
+    lengths = np.array([3, 12, 7, 1])
+    mask = jnp.asarray(np.arange(12)[None, :] < lengths[:, None])
+    x = _inputs((4, 12, 2))
+    other = jnp.where(mask[..., None], x, _inputs((4, 12, 2), seed=1) * 100.0)  # new padding values
+    logits = np.asarray(apply(model, x, mask))
+    np.testing.assert_allclose(np.asarray(apply(model, other, mask)), logits, atol=1e-5, rtol=1e-5)
+    if mixer == "s5_bidirectional":
+        # without the mask the padding does reach the real positions through the backward scan
+        assert not np.allclose(np.asarray(apply(model, other)), logits, atol=1e-3)
+        # pooled logits of a padded sequence == those of the sequence alone, unpadded
+        alone = apply(model, x[2:3, :lengths[2]])
+        np.testing.assert_allclose(np.asarray(alone[0]), logits[2], atol=1e-4, rtol=1e-4)
+
+
+def test_dropout_is_tied_along_the_length_and_off_in_eval_mode():
+    model = _model(dropout=0.5, vocab_size=5, d_output=5, head="token", n_layers=1)
+    drop = model.blocks[0].drop
+    mask = np.asarray(drop(jnp.ones((3, 10, 16))))
+    assert np.all(mask == mask[:, :1]) and 0 < np.mean(mask == 0) < 1  # one mask per sequence and channel
+    tokens = jnp.zeros((2, 6), jnp.int32)
+    train = nnx.jit(lambda m, x: m(x))
+    assert not np.allclose(np.asarray(train(model, tokens)), np.asarray(train(model, tokens)))
+    model.eval()
+    np.testing.assert_array_equal(np.asarray(apply(model, tokens)), np.asarray(apply(model, tokens)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Causality, recurrent mode and generation
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mixer", CAUSAL)
+def test_token_model_is_causal(mixer):
+    model = _model(mixer, head="token", d_input=2)
+    x = _inputs((12, 2), seed=3)
+    jac = nnx.jit(lambda m, z: jax.jacrev(lambda v: m(v[None])[0])(z))(model, x)      # (L, out, L, in)
+    influence = np.abs(np.asarray(jac)).sum(axis=(1, 3))                              # (L, L)
+    future = np.triu(np.ones((12, 12), bool), k=1)
+    assert influence[future].max() < 1e-6 * influence.max()  # exactly 0 for S5, FFT round-off for the conv
+    assert influence[~future].min() > 0
+
+
+@pytest.mark.parametrize("mixer", CAUSAL)
+def test_parallel_model_equals_recurrent_step_mode(mixer):
+    model = _model(mixer, head="token", d_input=2)
+    x = _inputs((3, 12, 2), seed=4)
+    step = nnx.jit(lambda m, s, v: m.step(s, v))
+    state, logits = model.init_state(3), []
+    for t in range(12):
+        state, out = step(model, state, x[:, t])
+        logits.append(out)
+    np.testing.assert_allclose(np.stack(logits, 1), np.asarray(apply(model, x)), atol=2e-5, rtol=2e-5)
+
+
+def _rerun_decoding(model, prompt, n_new, key, temperature):
+    """The oracle: run the whole model on the sequence so far and sample from the last real position.
+
+    The sequence lives in a buffer of the final length (zeros after the tokens so far), so that one
+    compiled model serves every length; the model is causal (tested above), so the zeros after
+    position t do not change the logits at t.
+    """
+    keys = jax.random.split(key, n_new)
+    l0 = prompt.shape[1]
+    seq = jnp.concatenate([prompt, jnp.zeros((prompt.shape[0], n_new), jnp.int32)], axis=1)
+    for i in range(n_new):
+        logits = apply(model, seq)[:, l0 + i - 1]
+        if temperature == 0:
+            new = jnp.argmax(logits, axis=-1)
+        else:
+            new = jax.random.categorical(keys[i], logits / temperature, axis=-1)
+        seq = seq.at[:, l0 + i].set(new.astype(jnp.int32))
+    return seq
+
+
+@pytest.mark.parametrize("mixer", CAUSAL)
+def test_generate_equals_rerunning_the_full_model(mixer):
+    model = _model(mixer, vocab_size=6, d_output=6, head="token", dropout=0.3)
+    model.eval()
+    prompt = jnp.asarray(np.random.default_rng(5).integers(0, 6, (3, 4)), jnp.int32)
+    key = jax.random.key(7)
+    for temperature in (0.0, 1.5):
+        out = model.generate(prompt, 6, key=key, temperature=temperature)
+        assert out.shape == (3, 10) and out.dtype == jnp.int32
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(_rerun_decoding(model, prompt, 6, key, temperature)))
+    sampled = model.generate(prompt, 6, rngs=nnx.Rngs(1), temperature=1.5)
+    assert np.array_equal(np.asarray(sampled[:, :4]), np.asarray(prompt))
+
+
+# ----------------------------------------------------------------------------------------------
+# The runner's toy tasks and learning
+# ----------------------------------------------------------------------------------------------
+def test_models_fit_the_runners_toy_sequence_tasks():
+    toy = _toy_tasks()
+    classify = toy.SequenceClassificationTask(n_train=8, n_test=4)
+    classifier = SequenceModel(2, d_model=8, n_layers=1, mixer=MIXERS["s5"], l_max=classify.max_len, rngs=nnx.Rngs(0))
+    classify.check_model(classifier, 4)
+    assert jax.eval_shape(classify.loss, classifier, classify.example_batch(4)).shape == ()
+    lm_task = toy.NextTokenTask(n_train=8, n_test=4)
+    lm = SequenceModel(lm_task.vocab, d_model=8, n_layers=1, mixer=MIXERS["longconv"], vocab_size=lm_task.vocab,
+                       head="token", l_max=lm_task.max_len, rngs=nnx.Rngs(0))
+    lm_task.check_model(lm, 4)
+    assert jax.eval_shape(lm_task.loss, lm, lm_task.example_batch(4)).shape == ()
+
+
+def _learn_delayed_copy(mixer, steps=150, length=16, vocab=4, delay=2, lr=1e-2):
+    """Train y_i = x_{i - delay} (needs memory of the past) with plain optax; held-out accuracy."""
+    model = SequenceModel(vocab, d_model=32, n_layers=2, mixer=mixer, vocab_size=vocab, head="token",
+                          l_max=length, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(lr)
+
+    def loss_fn(params, tokens):
+        logits = nnx.merge(graphdef, params, rest)(tokens)[:, delay:]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, :-delay]).mean()
+
+    @jax.jit
+    def train_step(params, opt_state, tokens):
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.default_rng(0)
+    opt_state = tx.init(params)
+    for _ in range(steps):
+        params, opt_state, loss = train_step(params, opt_state, jnp.asarray(rng.integers(0, vocab, (32, length)), jnp.int32))
+    tokens = jnp.asarray(rng.integers(0, vocab, (256, length)), jnp.int32)
+    logits = jax.jit(lambda p, t: nnx.merge(graphdef, p, rest)(t))(params, tokens)[:, delay:]
+    return float(jnp.mean(jnp.argmax(logits, -1) == tokens[:, :-delay])), float(loss)
+
+
+@pytest.mark.parametrize("mixer", [functools.partial(S5, d_state=16), functools.partial(LongConv)], ids=["s5", "longconv"])
+def test_learns_a_delayed_copy(mixer):
+    accuracy, loss = _learn_delayed_copy(mixer)
+    assert accuracy > 0.9, (accuracy, loss)  # chance is 0.25; a memoryless model cannot beat it
