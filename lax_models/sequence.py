@@ -9,6 +9,9 @@ The block follows the S4 / S5 reference models (``state-spaces/s4:src/models/seq
     z = GLU(W z) = (W_a z) * sigmoid(W_b z)     (or W z with glu=False)
     x = x + dropout(z)
 
+With ``gate="hyena"`` the mixer line becomes the H3 / Hyena gating ``q, k, v = short_conv(W z)``,
+``z = q * mixer(k * v)`` (see :class:`SequenceBlock`).
+
 Dropout masks are shared along the length axis (S5's ``broadcast_dims=[0]``; S4's tied dropout).
 With a ``mask``, padded positions are zeroed before every mixer (as safari's ``u = u * mask``), so
 that no padding value reaches a real position even through a bidirectional mixer; the pooled head
@@ -30,15 +33,36 @@ __all__ = ["SequenceBlock", "SequenceModel"]
 
 
 class SequenceBlock(nnx.Module):
-    """One residual block: (batch, length, d_model) -> (batch, length, d_model)."""
+    """One residual block: (batch, length, d_model) -> (batch, length, d_model).
+
+    ``gate="none"``: ``x + pointwise(mixer(norm(x)))`` (the S4 / S5 block). ``gate="hyena"``: the
+    order-2 data-controlled gating of H3 / Hyena (Poli et al. 2023, arXiv 2302.10866, Sec. 3;
+    Fu et al. 2023, H3): ``q, k, v = short_conv(W norm(x))`` (a causal depthwise convolution of
+    ``short_conv`` taps over a 3 d_model projection), then ``y = q * mixer(k * v)`` and
+    ``x + pointwise(y)``. The products let one layer bind a token to its predecessor (k * v after the
+    short convolution) and read a sum over the past with the current token (q *), which associative
+    recall needs and a linear mixer followed by a pointwise map cannot express in one layer.
+    """
 
     def __init__(self, d_model: int, mixer: nnx.Module, *, prenorm: bool = True, glu: bool = True,
-                 dropout: float = 0.0, rngs: nnx.Rngs) -> None:
-        self.prenorm, self.glu = bool(prenorm), bool(glu)
+                 dropout: float = 0.0, gate: Literal["none", "hyena"] = "none", short_conv: int = 3,
+                 rngs: nnx.Rngs) -> None:
+        if gate not in ("none", "hyena"):
+            raise ValueError(f"gate must be 'none' (the S4 / S5 block) or 'hyena' (q * mixer(k * v)); got {gate!r}")
+        if gate == "hyena" and short_conv < 1:
+            raise ValueError(f"short_conv (taps of the causal short convolution) must be >= 1; got {short_conv}")
+        self.prenorm, self.glu, self.gate = bool(prenorm), bool(glu), gate
         self.norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.mixer = mixer
         self.out = nnx.Linear(d_model, 2 * d_model if glu else d_model, rngs=rngs)
         self.drop = nnx.Dropout(dropout, broadcast_dims=(-2,), rngs=rngs)  # one mask per sequence
+        if gate == "hyena":
+            self.short_conv = int(short_conv)
+            self.in_proj = nnx.Linear(d_model, 3 * d_model, rngs=rngs)
+            bound = 1.0 / self.short_conv ** 0.5  # PyTorch Conv1d's default (fan_in = taps, depthwise)
+            # taps[j] weighs the input j positions back: (short_conv, 3 d_model)
+            self.taps = nnx.Param(jax.random.uniform(rngs.params(), (self.short_conv, 3 * d_model),
+                                                     minval=-bound, maxval=bound))
 
     def _pointwise(self, z: jax.Array) -> jax.Array:
         """GELU, dropout, then GLU(W z) or W z, then dropout: (..., d_model) -> (..., d_model)."""
@@ -49,18 +73,46 @@ class SequenceBlock(nnx.Module):
             z = a * jax.nn.sigmoid(b)
         return self.drop(z)
 
+    def _short_conv(self, u: jax.Array) -> jax.Array:
+        """Causal depthwise convolution over the length axis: (batch, length, 3 d_model) -> same."""
+        w, length = self.short_conv, u.shape[1]
+        padded = jnp.pad(u, ((0, 0), (w - 1, 0), (0, 0)))
+        return sum(self.taps[j] * padded[:, w - 1 - j: w - 1 - j + length] for j in range(w))
+
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         z = self.norm(x) if self.prenorm else x
-        if mask is not None:
-            z = z * mask[..., None].astype(z.dtype)  # (batch, length, d_model): padding -> 0
-        x = x + self._pointwise(self.mixer(z))
+        m = None if mask is None else mask[..., None].astype(z.dtype)  # (batch, length, 1)
+        if m is not None:
+            z = z * m  # padding -> 0
+        if self.gate == "hyena":
+            q, k, v = jnp.split(self._short_conv(self.in_proj(z)), 3, axis=-1)
+            kv = k * v if m is None else k * v * m  # no padding value reaches the mixer
+            y = q * self.mixer(kv)
+        else:
+            y = self.mixer(z)
+        x = x + self._pointwise(y)
         return x if self.prenorm else self.norm(x)
+
+    def init_state(self, batch_size: int) -> Any:
+        """The mixer's state (and, gated, the last ``short_conv - 1`` projected inputs)."""
+        if self.gate == "hyena":
+            buf = jnp.zeros((batch_size, self.short_conv - 1, self.taps.shape[-1]), jnp.float32)
+            return self.mixer.init_state(batch_size), buf
+        return self.mixer.init_state(batch_size)
 
     def step(self, state: Any, x_t: jax.Array) -> tuple[Any, jax.Array]:
         """The block at one position, ``x_t``: (batch, d_model) -> (state, (batch, d_model))."""
         z = self.norm(x_t) if self.prenorm else x_t
-        state, z = self.mixer.step(state, z)
-        x_t = x_t + self._pointwise(z)
+        if self.gate == "hyena":
+            mixer_state, buf = state
+            window = jnp.concatenate([buf, self.in_proj(z)[:, None].astype(buf.dtype)], axis=1)  # (batch, w, 3d)
+            u = sum(self.taps[j] * window[:, self.short_conv - 1 - j] for j in range(self.short_conv))
+            q, k, v = jnp.split(u, 3, axis=-1)
+            mixer_state, y = self.mixer.step(mixer_state, k * v)
+            state, y = (mixer_state, window[:, 1:]), q * y
+        else:
+            state, y = self.mixer.step(state, z)
+        x_t = x_t + self._pointwise(y)
         return state, (x_t if self.prenorm else self.norm(x_t))
 
 
@@ -85,6 +137,10 @@ class SequenceModel(nnx.Module):
         glu: GELU then a GLU output projection (d_model -> 2 d_model, halves gated) if True, else
             GELU then a linear map.
         l_max: the longest sequence, passed to the mixers (a long convolution's kernel length).
+        gate: "none" (the S4 / S5 block) or "hyena": every block computes ``q * mixer(k * v)`` from a
+            short causal convolution of a projection (H3 / Hyena gating; see :class:`SequenceBlock`),
+            what in-context recall needs.
+        short_conv: taps of that short convolution (gate="hyena" only).
 
     Call: ``model(x, mask=None)``; ``mask`` (batch, length) bool is True at real positions.
     """
@@ -104,6 +160,8 @@ class SequenceModel(nnx.Module):
         dropout: float = 0.0,
         glu: bool = True,
         l_max: int | None = None,
+        gate: Literal["none", "hyena"] = "none",
+        short_conv: int = 3,
         rngs: nnx.Rngs,
     ) -> None:
         if head not in ("pool", "token"):
@@ -128,7 +186,8 @@ class SequenceModel(nnx.Module):
                              f"{type(mixer).__name__}")
         self.blocks = nnx.List([
             SequenceBlock(self.d_model, mixer(d_model=self.d_model, l_max=l_max, rngs=rngs),
-                          prenorm=prenorm, glu=glu, dropout=dropout, rngs=rngs)
+                          prenorm=prenorm, glu=glu, dropout=dropout, gate=gate, short_conv=short_conv,
+                          rngs=rngs)
             for _ in range(self.n_layers)])
         self.final_norm = nnx.LayerNorm(self.d_model, rngs=rngs) if self.prenorm else None
         self.decoder = nnx.Linear(self.d_model, self.d_output, rngs=rngs)
@@ -179,7 +238,7 @@ class SequenceModel(nnx.Module):
     # -- recurrent mode --------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> list:
         """Every layer's mixer state."""
-        return [block.mixer.init_state(batch_size) for block in self.blocks]
+        return [block.init_state(batch_size) for block in self.blocks]
 
     def step(self, state: list, x_t: jax.Array) -> tuple[list, jax.Array]:
         """One position: token (batch,) int or features (batch, d_input) -> (state, logits (batch, d_output))."""

@@ -26,6 +26,8 @@ TABLES: dict[str, str] = {
                   "epochs for Alg. 1/2, EG, EAG, VR-EG (runs them, reduced budget)",
     "optimizers_darcy": "Lion, AdamW, AdamP, SGDP, Adam on the default FNO/Darcy job, each tuned on its own "
                         "grid (reads the sweeps of experiment=optimizers_darcy)",
+    "lra": "Long Range Arena ListOps and Pathfinder-32 (S4, S4D, S5, PTD, long conv papers) beside runs "
+           "of data=listops / data=pathfinder32",
 }
 
 

@@ -25,6 +25,8 @@ MIXERS = {
     "longconv_bidirectional": functools.partial(LongConv, lam=0.0, bidirectional=True),
 }
 CAUSAL = ["s5", "longconv"]
+# (mixer, block gate): every causal mixer in the plain block and in the H3 / Hyena gated block
+CAUSAL_BLOCKS = [(m, g) for g in ("none", "hyena") for m in CAUSAL]
 apply = nnx.jit(lambda model, x, mask=None: model(x, mask))
 
 
@@ -102,9 +104,10 @@ def test_bad_arguments_are_clear_errors():
 # ----------------------------------------------------------------------------------------------
 # Masks and pooling
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mixer, pooling", [(m, "mean") for m in MIXERS] + [("s5_bidirectional", "last")])
-def test_pooling_ignores_padding(mixer, pooling):
-    model = _model(mixer, pooling=pooling, d_input=2, n_layers=1)
+@pytest.mark.parametrize("mixer, pooling, gate", [(m, "mean", "none") for m in MIXERS]
+                         + [("s5_bidirectional", "last", "none"), ("s5_bidirectional", "mean", "hyena")])
+def test_pooling_ignores_padding(mixer, pooling, gate):
+    model = _model(mixer, pooling=pooling, d_input=2, n_layers=1, gate=gate)
     lengths = np.array([3, 12, 7, 1])
     mask = jnp.asarray(np.arange(12)[None, :] < lengths[:, None])
     x = _inputs((4, 12, 2))
@@ -134,9 +137,9 @@ def test_dropout_is_tied_along_the_length_and_off_in_eval_mode():
 # ----------------------------------------------------------------------------------------------
 # Causality, recurrent mode and generation
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mixer", CAUSAL)
-def test_token_model_is_causal(mixer):
-    model = _model(mixer, head="token", d_input=2)
+@pytest.mark.parametrize("mixer, gate", CAUSAL_BLOCKS)
+def test_token_model_is_causal(mixer, gate):
+    model = _model(mixer, head="token", d_input=2, gate=gate)
     x = _inputs((12, 2), seed=3)
     jac = nnx.jit(lambda m, z: jax.jacrev(lambda v: m(v[None])[0])(z))(model, x)      # (L, out, L, in)
     influence = np.abs(np.asarray(jac)).sum(axis=(1, 3))                              # (L, L)
@@ -145,9 +148,9 @@ def test_token_model_is_causal(mixer):
     assert influence[~future].min() > 0
 
 
-@pytest.mark.parametrize("mixer", CAUSAL)
-def test_parallel_model_equals_recurrent_step_mode(mixer):
-    model = _model(mixer, head="token", d_input=2)
+@pytest.mark.parametrize("mixer, gate", CAUSAL_BLOCKS)
+def test_parallel_model_equals_recurrent_step_mode(mixer, gate):
+    model = _model(mixer, head="token", d_input=2, gate=gate)
     x = _inputs((3, 12, 2), seed=4)
     step = nnx.jit(lambda m, s, v: m.step(s, v))
     state, logits = model.init_state(3), []
@@ -177,9 +180,9 @@ def _rerun_decoding(model, prompt, n_new, key, temperature):
     return seq
 
 
-@pytest.mark.parametrize("mixer", CAUSAL)
-def test_generate_equals_rerunning_the_full_model(mixer):
-    model = _model(mixer, vocab_size=6, d_output=6, head="token", dropout=0.3)
+@pytest.mark.parametrize("mixer, gate", CAUSAL_BLOCKS)
+def test_generate_equals_rerunning_the_full_model(mixer, gate):
+    model = _model(mixer, vocab_size=6, d_output=6, head="token", dropout=0.3, gate=gate)
     model.eval()
     prompt = jnp.asarray(np.random.default_rng(5).integers(0, 6, (3, 4)), jnp.int32)
     key = jax.random.key(7)
