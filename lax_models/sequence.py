@@ -106,8 +106,7 @@ class SequenceBlock(nnx.Module):
         if self.gate == "hyena":
             mixer_state, buf = state
             window = jnp.concatenate([buf, self.in_proj(z)[:, None].astype(buf.dtype)], axis=1)  # (batch, w, 3d)
-            u = sum(self.taps[j] * window[:, self.short_conv - 1 - j] for j in range(self.short_conv))
-            q, k, v = jnp.split(u, 3, axis=-1)
+            q, k, v = jnp.split(self._short_conv(window)[:, -1], 3, axis=-1)  # the window's last position
             mixer_state, y = self.mixer.step(mixer_state, k * v)
             state, y = (mixer_state, window[:, 1:]), q * y
         else:
