@@ -101,8 +101,10 @@ class FNO(nnx.Module):
         if a.ndim != d + 2:
             raise ValueError(
                 f"FNO input must be (batch, {_axes_str(d)}, in_channels), i.e. rank {d + 2}, for "
-                f"modes={self.modes}; got shape {tuple(a.shape)} (rank {a.ndim}); add the missing "
-                f"batch or channel axis (use a[..., None] for a single channel)"
+                f"modes={self.modes}; got shape {tuple(a.shape)} (rank {a.ndim}). If the data has "
+                f"{a.ndim - 2} spatial axes, give one mode count per axis (e.g. modes={[16] * max(a.ndim - 2, 1)}, "
+                f"model.modes in a config); otherwise add the missing batch or channel axis (a[..., None] "
+                f"for a single channel)"
             )
         if a.shape[-1] != self.in_channels:
             raise ValueError(

@@ -118,6 +118,8 @@ def test_input_errors():
     model = FNO(1, 1, (12, 12), 8, n_layers=1, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"\(batch, n1, n2, in_channels\).*rank 4.*got shape \(32, 32, 1\)"):
         model(jnp.zeros((32, 32, 1)))
+    with pytest.raises(ValueError, match=r"rank 4.*got shape \(20, 256, 1\).*1 spatial axes.*modes=\[16\]"):
+        model(jnp.zeros((20, 256, 1)))  # 1-D data (Burgers) for a 2-D FNO: the message names the fix
     with pytest.raises(ValueError, match=r"in_channels=1.*got shape \(2, 32, 32, 3\).*use_grid adds them"):
         model(jnp.zeros((2, 32, 32, 3)))
     with pytest.raises(ValueError, match=r"modes=\(12, 12\) needs a grid of at least 24 x 22 points \(got 16 x 16\)"):
