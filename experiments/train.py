@@ -116,6 +116,33 @@ def make_optimizer(cfg: DictConfig, model):
     return make_tx
 
 
+def fit_model_config(model_cfg: DictConfig, settings: dict) -> list[str]:
+    """Set the model options that the data decides (``Task.model_settings``) where they cannot fit it.
+
+    ``in_channels`` / ``out_channels``: replaced when the config's value differs from the data's (such
+    a model could not take the data). ``spatial_dims``: a ``modes`` list with one entry per axis and
+    another number of axes is replaced by its first entry repeated (``[12, 12]`` -> ``[12]`` for 1-D
+    data) when all its entries are equal; unequal entries are left for the model's own error. Keys the
+    model config does not have are ignored (a sequence model has no ``modes``). Returns the changes
+    made, as ``key: old -> new`` lines (also logged), so that no setting changes silently.
+    """
+    changes = []
+    for key in ("in_channels", "out_channels"):
+        if key in settings and key in model_cfg and model_cfg[key] != settings[key]:
+            changes.append(f"model.{key}: {model_cfg[key]} -> {settings[key]}")
+            model_cfg[key] = settings[key]
+    dims = settings.get("spatial_dims")
+    modes = model_cfg.get("modes") if "modes" in model_cfg else None
+    if dims and modes is not None and not isinstance(modes, (int, float)) and len(modes) != dims:
+        modes = list(modes)
+        if modes and len(set(modes)) == 1:
+            changes.append(f"model.modes: {modes} -> {[modes[0]] * dims}")
+            model_cfg.modes = [modes[0]] * dims
+    for line in changes:
+        log.info("model setting taken from the data: %s", line)
+    return changes
+
+
 def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:
     """Build task, model and optimizer from ``cfg``, train in ``run_dir``, write results.json."""
     import flax.nnx as nnx
@@ -130,6 +157,7 @@ def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:
 
     trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
     task = instantiate(cfg.data, _convert_="all")
+    fit_model_config(cfg.model, task.model_settings())  # before the identity: it holds the real settings
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "schedule")}
     parts["param_groups"] = {k: dataclasses.asdict(v) for k, v in param_group_configs(cfg).items()}
     identity = run_identity({**parts, "seed": cfg.seed}, volatile={"data": task.volatile_keys})

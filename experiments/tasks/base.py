@@ -117,6 +117,17 @@ class Task(abc.ABC):
                                  f"have shape {example['y'].shape}; check the model's output size "
                                  f"(e.g. model.out_channels)")
 
+    def model_settings(self) -> dict[str, Any]:
+        """What the data implies about the model, known from the config alone; default: nothing.
+
+        Keys the runner understands (``experiments.train.fit_model_config``): ``in_channels`` and
+        ``out_channels`` (channels of the model's input and output fields) and ``spatial_dims`` (the
+        number of axes a grid model such as the FNO must take: one mode count per axis). The runner
+        sets a model option to these values only where the config's value could not fit the data, and
+        logs every change, so ``data=burgers model=fno`` runs without restating the FNO's axes.
+        """
+        return {}
+
     @abc.abstractmethod
     def setup(self, progress: bool = True) -> None:
         """Generate or load the data. Called once, after the checks."""

@@ -113,6 +113,10 @@ class OperatorTask(Task):
         return {"x": jax.ShapeDtypeStruct((batch_size, *grid, self.pde.in_channels), jnp.float32),
                 "y": jax.ShapeDtypeStruct((batch_size, *grid, self.pde.out_channels), jnp.float32)}
 
+    def model_settings(self) -> dict[str, int]:
+        return {"in_channels": self.pde.in_channels, "out_channels": self.pde.out_channels,
+                "spatial_dims": len(self.grids[self.train_resolution])}
+
     def setup(self, progress: bool = True) -> None:
         x_train, y_train = self.pde.load("train", self.n_train, progress=progress)
         x_test, y_test = self.pde.load("test", self.n_test, progress=progress)
