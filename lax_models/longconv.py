@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lax_models.kernels import IMPLS, resolve_impl
+from lax_models.kernels.fftconv import fft_conv
 from lax_models.ssm import SSMParam
 
 __all__ = ["LongConv", "smooth", "squash", "fft_long_conv"]
@@ -81,6 +83,9 @@ class LongConv(nnx.Module):
         kernel_dropout: dropout on the kernel entries during training (reference config: 0.2).
         weight_init: "random" (N(0, 0.002^2)) or "double_exp" (N(0, 0.02^2) times
             exp(-(j / l_max) (H/2)^(i/H)) for lag j of channel i).
+        impl: how the convolution runs: "xla" (``jnp.fft``, :func:`fft_long_conv`), "pallas" (the fused
+            Monarch FFT-convolution kernel of :mod:`lax_models.kernels.fftconv`; interpret mode on CPU)
+            or "auto" (Pallas on GPU / TPU, XLA on CPU).
 
     Parameters: ``kernel`` (n_kernels, l_max, H) is an :class:`~lax_models.ssm.SSMParam`: the reference
     registers it with its own learning rate (e.g. 1e-3 against 1e-2) and no weight decay.
@@ -96,6 +101,7 @@ class LongConv(nnx.Module):
         smooth_window: int = 1,
         kernel_dropout: float = 0.0,
         weight_init: Literal["random", "double_exp"] = "random",
+        impl: Literal["auto", "xla", "pallas"] = "auto",
         *,
         rngs: nnx.Rngs,
     ) -> None:
@@ -115,6 +121,9 @@ class LongConv(nnx.Module):
         self.bidirectional = bool(bidirectional)
         self.lam, self.smooth_window = float(lam), int(smooth_window)
         self.weight_init = weight_init
+        if impl not in IMPLS:
+            raise ValueError(f"LongConv impl must be one of {IMPLS}; got {impl!r}")
+        self.impl = impl
         n_kernels = 2 if self.bidirectional else 1
         shape = (n_kernels, self.l_max, self.d_model)  # (kernels, lag, channel)
         # NumPy draws seeded from the key (no XLA compilation per layer shape)
@@ -146,6 +155,11 @@ class LongConv(nnx.Module):
         k = self.effective_kernel(length)                             # (n_kernels, <= length, H)
         if k.shape[1] < length:  # sequence longer than l_max: no weight beyond lag l_max - 1
             k = jnp.pad(k, ((0, 0), (0, length - k.shape[1]), (0, 0)))  # (n_kernels, length, H)
+        if resolve_impl(self.impl) == "pallas":  # kernels (H, length); the future part is anti-causal
+            k_rev = None
+            if self.bidirectional:  # sum_{s>=1} K'_{s-1} u_{i+s}: lag 0 has no weight
+                k_rev = jnp.concatenate([jnp.zeros_like(k[1, :1]), k[1, :-1]], axis=0).T
+            return fft_conv(x, k[0].T, self.D[...], k_rev, impl="pallas").astype(x.dtype)
         y = fft_long_conv(x, k[0], k[1] if self.bidirectional else None)
         return (y + self.D[...] * x).astype(x.dtype)
 

@@ -35,6 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lax_models.kernels import IMPLS, resolve_impl
+from lax_models.kernels.fftconv import fft_conv
+from lax_models.kernels.scan import linear_scan
 from lax_models.ssm import SSMParam
 from lax_models.ssm.hippo import dplr, hippo_matrices
 from lax_models.ssm.s4 import (
@@ -131,6 +134,10 @@ class S4D(nnx.Module):
 
     ``init="ptd"`` (S4-PTD) reads or computes the cached PTD solve for ``N = d_state`` in
     ``cache_dir`` with weight ``ptd_gamma`` (see :mod:`lax_models.ssm.ptd`).
+
+    ``impl`` ("auto" | "xla" | "pallas"): how the convolution of ``__call__`` and the scan of
+    :meth:`recurrent` run: XLA (``jnp.fft``, ``jax.lax.associative_scan``) or the Pallas kernels of
+    :mod:`lax_models.kernels` (interpret mode on CPU); "auto" is Pallas on GPU / TPU, XLA on CPU.
     """
 
     def __init__(
@@ -146,11 +153,15 @@ class S4D(nnx.Module):
         ptd_gamma: float | None = None,
         cache_dir: str = DEFAULT_CACHE_DIR,
         param_dtype: jnp.dtype = jnp.float32,
+        impl: str = "auto",
         *,
         rngs: nnx.Rngs,
     ) -> None:
         if d_model < 1:
             raise ValueError(f"d_model must be >= 1; got {d_model}")
+        if impl not in IMPLS:
+            raise ValueError(f"S4D impl must be one of {IMPLS}; got {impl!r}")
+        self.impl = impl
         if discretization not in DISCRETIZATIONS:
             raise ValueError(f"unknown discretization {discretization!r}; choose one of {DISCRETIZATIONS}")
         self.d_model, self.d_state = int(d_model), int(d_state)
@@ -185,8 +196,31 @@ class S4D(nnx.Module):
         """``x``: ``(batch, L, d_model)`` -> ``(batch, L, d_model)``."""
         check_sequence_input(x, self.d_model, "S4D")
         k = self.kernel(x.shape[1]).astype(x.dtype)  # (directions, H, L)
+        if resolve_impl(self.impl) == "pallas":  # the Monarch kernel; backward kernel anti-causal, lag 0 included
+            return fft_conv(x, k[0], self.D[...].astype(x.dtype), k[1] if self.bidirectional else None,
+                            impl="pallas")
         k = k if self.bidirectional else k[0]
         return ssm_convolution(x, k, self.D[...].astype(x.dtype))
+
+    def recurrent(self, x: jax.Array) -> jax.Array:
+        """``__call__``'s output by the recurrence over the whole sequence (the recurrent mode):
+        ``x_k = Lambda_bar x_{k-1} + B_bar u_k`` per channel and state by one diagonal linear scan
+        (``impl``: XLA or the Pallas scan kernel), ``y_k = 2 Re(C x_k) + D u_k``; bidirectional: plus
+        a reverse scan with the backward C. ``x``: ``(batch, L, d_model)`` -> ``(batch, L, d_model)``.
+        Memory O(batch L H N/2) for the states (the convolution needs O(batch L H))."""
+        check_sequence_input(x, self.d_model, "S4D")
+        batch, length, H = x.shape
+        Lambda, B, C, dt = self.ssm_parameters()
+        _, Lambda_bar, B_bar = discretize_diagonal(Lambda, B, dt, self.discretization)  # (H, N2)
+        n2 = Lambda_bar.shape[-1]
+        bu = (B_bar * x[..., None]).reshape(batch, length, H * n2)  # (batch, L, H N2): one state each
+        impl = resolve_impl(self.impl)
+        y = 0.0
+        for direction in range(C.shape[0]):  # forward, then (bidirectional) backward
+            states = linear_scan(Lambda_bar.reshape(H * n2), bu, reverse=direction == 1, impl=impl)
+            states = states.reshape(batch, length, H, n2)
+            y = y + 2 * jnp.real(jnp.sum(C[direction] * states, axis=-1))  # (batch, L, H)
+        return (y + self.D[...] * x).astype(x.dtype)
 
     def _check_causal(self) -> None:
         if self.bidirectional:

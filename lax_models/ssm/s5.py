@@ -40,6 +40,8 @@ import numpy as np
 import scipy.special
 from flax import nnx
 
+from lax_models.kernels import IMPLS, resolve_impl
+from lax_models.kernels.scan import linear_scan
 from lax_models.ssm import SSMParam
 from lax_models.ssm.hippo import dplr
 
@@ -186,6 +188,9 @@ class S5(nnx.Module):
         step_rescale: multiply every timescale (zero-shot change of the sampling rate).
         ptd_gamma, cache_dir: for ``init="ptd"`` only: the weight of ||E|| in the PTD objective (None:
             the solver's default) and where the solve is cached (as :class:`~lax_models.ssm.s4d.S4D`).
+        impl: how the parallel mode runs the recurrence: "xla" (``jax.lax.associative_scan``),
+            "pallas" (the chunked scan kernel of :mod:`lax_models.kernels.scan`; interpret mode on
+            CPU) or "auto" (Pallas on GPU / TPU, XLA on CPU).
 
     Parameters: ``Lambda_re``, ``Lambda_im`` (P',), ``B`` (P', H, 2), ``log_dt`` (P',) are
     :class:`~lax_models.ssm.SSMParam` (the reference's "ssm" optimizer group: own learning rate, no
@@ -210,10 +215,14 @@ class S5(nnx.Module):
         step_rescale: float = 1.0,
         ptd_gamma: float | None = None,
         cache_dir: str = ".cache/neural_lax",
+        impl: Literal["auto", "xla", "pallas"] = "auto",
         *,
         rngs: nnx.Rngs,
     ) -> None:
         d_model, d_state, blocks = int(d_model), int(d_state), int(blocks)
+        if impl not in IMPLS:
+            raise ValueError(f"S5 impl must be one of {IMPLS}; got {impl!r}")
+        self.impl = impl
         if d_model < 1 or d_state < 1 or blocks < 1:
             raise ValueError(f"S5 needs d_model, d_state, blocks >= 1; got {d_model}, {d_state}, {blocks}")
         if d_state % blocks:
@@ -304,9 +313,13 @@ class S5(nnx.Module):
                              f"{tuple(x.shape)}")
         lam_bar, b_bar = self.discretized()
         bu = jax.lax.complex(x @ b_bar.real.T, x @ b_bar.imag.T)      # (batch, length, P')
-        y = self._output(self.C[...], linear_recurrence_scan(lam_bar, bu))
+        if resolve_impl(self.impl) == "xla":
+            scan = linear_recurrence_scan
+        else:  # the Pallas kernel (real / imaginary split inside): (P',), (batch, length, P')
+            scan = lambda a, b, reverse=False: linear_scan(a, b, reverse=reverse, impl="pallas")  # noqa: E731
+        y = self._output(self.C[...], scan(lam_bar, bu))
         if self.bidirectional:
-            y = y + self._output(self.C_reverse[...], linear_recurrence_scan(lam_bar, bu, reverse=True))
+            y = y + self._output(self.C_reverse[...], scan(lam_bar, bu, reverse=True))
         return (y + self.D[...] * x).astype(x.dtype)                  # (batch, length, d_model)
 
     # -- recurrent mode --------------------------------------------------------------------------
