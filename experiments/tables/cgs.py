@@ -1,0 +1,184 @@
+"""Convergent graph solvers against a stacked GNN (Park, Choo, Park, ICLR 2022, Sec. 6.1-6.2): pore-network
+Stokes flow and graph value iteration, both generated here (``experiments/data/graphs.py``).
+
+The paper's numbers (Tables 1-2, porous-network MSE by size, GVI MAPE and policy accuracy) could not
+be retrieved (reference/tables_extra.md 3.1), so every row is *measured*: one per run directory given
+(a Hydra multirun directory stands for all its jobs), read from ``results.json`` and
+``.hydra/config.yaml``:
+
+* pore networks: the per-graph MSE of p / p_max on the test split (50-200 pores, as training) and on
+  ``test_large`` (200-500 pores) when the run has it;
+* graph value iteration: the MAPE of the values (%) and the policy accuracy (%) on the test split;
+* parameters, training time and seconds per step (the run's own ``cost``).
+
+Unless ``--no-timing``, each run's model is restored from its last checkpoint and timed on one batch of
+its test split (the run's batch size; after compilation, best of ``--repeats``, synchronised with
+``block_until_ready``): the forward pass, and the forward + backward pass of the training loss. For
+CGS the table also gives the number of fixed-point iterations the trained model takes on that batch
+(forward, from ``CGS.solve``; the backward solves its adjoint system with the same iteration), beside
+the GNN's depth: CGS's depth is chosen by the contraction (<= log(tol/||b||)/log(gamma) + 1), the
+GNN's is fixed.
+
+    python -m experiments.train experiment=cgs_porenet    # and gnn_porenet, cgs_gvi, gnn_gvi
+    python -m experiments.table cgs RUN_DIR [RUN_DIR ...]
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import time
+
+from experiments.errors import UserInputError
+from experiments.tables.common import (Run, Table, bar_chart, existing_dir, format_count, format_metric,
+                                       format_seconds, markdown_table, read_runs)
+
+TASKS = {"GraphValueIteration": "gvi", "PoreNetwork": "porenet"}
+MODELS = {"CGS": "CGS", "GNN": "GNN"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="runs of experiment=cgs_gvi / gnn_gvi / cgs_porenet / gnn_porenet (or data=gvi / "
+                             "data=porenet with model=cgs / gnn)")
+    parser.add_argument("--no-timing", action="store_true",
+                        help="do not restore the models to count iterations and time them")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (the best is kept)")
+
+
+def task_of(run: Run) -> str:
+    target = str(run.config_value("data.dataset._target_", "")).rsplit(".", 1)[-1]
+    if target not in TASKS:
+        raise UserInputError(f"{run.label}: not a graph run (data.dataset._target_ is "
+                             f"{run.config_value('data.dataset._target_', None)!r}); give runs of "
+                             f"experiment=cgs_gvi, gnn_gvi, cgs_porenet or gnn_porenet")
+    return TASKS[target]
+
+
+def model_of(run: Run) -> str:
+    target = str(run.config_value("model._target_", "")).rsplit(".", 1)[-1]
+    return MODELS.get(target, target or "?")
+
+
+def restore(run: Run):
+    """``(model, task, batch_size)`` of a finished run: the model in its last checkpoint's state, the task
+    set up (its data comes from the cache, or is generated again)."""
+    import flax.nnx as nnx
+    from hydra.utils import instantiate
+
+    from experiments.checkpoint import Checkpointer
+    from experiments.train import make_optimizer
+    from experiments.trainer import init_train_state
+
+    cfg = run.config
+    if cfg is None:
+        raise UserInputError(f"{run.label}: no readable .hydra/config.yaml ({run.config_error})")
+    model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(cfg.seed))
+    task = instantiate(cfg.data, _convert_="all")
+    task.setup(progress=False)
+    ckpt = Checkpointer(existing_dir(run.path, "run directory") / "checkpoints")
+    step = ckpt.latest_step()
+    if step is None:
+        ckpt.close()
+        raise UserInputError(f"{run.label} holds no checkpoint; train it first, or pass --no-timing")
+    tx = make_optimizer(cfg, model)(task.steps_per_epoch(cfg.trainer.batch_size), step)
+    _, like = init_train_state(model, tx)
+    state, _ = ckpt.restore(step, like)
+    ckpt.close()
+    nnx.update(model, state["params"], state["rest"])
+    model.eval()
+    return model, task, int(cfg.trainer.batch_size)
+
+
+def _best_time(fn, args, repeats: int) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))                     # compile and warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def measure(run: Run, repeats: int) -> dict:
+    """Forward / forward+backward seconds on one test batch, CGS's iteration count, the GNN's depth."""
+    import flax.nnx as nnx
+    import jax
+
+    from experiments.tasks.graph import MODEL_INPUTS
+
+    model, task, batch_size = restore(run)
+    batch, _ = next(task.eval_batches("test", batch_size))
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda st, b: nnx.merge(graphdef, st)(*(b[k] for k in MODEL_INPUTS)))
+    grad = jax.jit(jax.grad(lambda st, b: task.loss(nnx.merge(graphdef, st), b)))
+    out = {"forward_s": _best_time(forward, (state, batch), repeats),
+           "backward_s": _best_time(grad, (state, batch), repeats)}
+    if hasattr(model, "solve") and getattr(model, "solver", None) == "iterative":
+        solve = jax.jit(lambda st, b: nnx.merge(graphdef, st).solve(*(b[k] for k in MODEL_INPUTS))[1])
+        out["iterations"] = int(solve(state, batch))
+        out["depth"] = f"{out['iterations']} iterations (max {model.max_iter}, tol {model.tol:g})"
+    elif hasattr(model, "n_layers"):
+        out["depth"] = f"{model.n_layers} layers"
+    return out
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100.0 * x
+
+
+def build(args: argparse.Namespace) -> Table:
+    runs = read_runs(args.runs)
+    rows = []
+    for run in runs:
+        task = task_of(run)
+        row = {"task": task, "model": model_of(run), "run": run.label, "params": run.n_params,
+               "steps": run.step, "train_s": run.cost("train_seconds"), "s_per_step": run.cost("seconds_per_step"),
+               "status": run.status}
+        if task == "gvi":
+            row["mape"] = run.metric("test", "mape")
+            row["policy_accuracy"] = _pct(run.metric("test", "policy_accuracy"))
+        else:
+            row["mse"] = run.metric("test", "mse")
+            row["mse_large"] = run.metric("test_large", "mse")
+        if not args.no_timing and run.status == "ok":
+            row.update(measure(run, args.repeats))
+        rows.append(row)
+
+    def cost_cells(r):
+        ms = lambda s: "" if s is None else f"{1e3 * s:.1f}"
+        return [format_count(r["params"]), r.get("depth", ""), ms(r.get("forward_s")), ms(r.get("backward_s")),
+                str(r["steps"] or ""), format_seconds(r["train_s"]),
+                "" if r["s_per_step"] is None else f"{r['s_per_step']:.3f}"]
+
+    cost_header = ["params", "iterations / depth", "forward ms", "fwd+bwd ms", "steps", "train time", "s / step"]
+    lines = []
+    pn = [r for r in rows if r["task"] == "porenet"]
+    if pn:
+        lines += ["### Pore-network Stokes flow: MSE of p / p_max per graph (test: 50-200 pores, large: 200-500)", "",
+                  markdown_table(["model", "test MSE", "large MSE", *cost_header, "run"],
+                                 [[r["model"], format_metric(r["mse"]), format_metric(r["mse_large"]), *cost_cells(r),
+                                   r["run"]] for r in pn]), ""]
+    gvi = [r for r in rows if r["task"] == "gvi"]
+    if gvi:
+        lines += ["### Graph value iteration: MAPE of the values and policy accuracy (test)", "",
+                  markdown_table(["model", "MAPE %", "policy acc. %", *cost_header, "run"],
+                                 [[r["model"], format_metric(r["mape"]),
+                                   "" if r["policy_accuracy"] is None else f"{r['policy_accuracy']:.2f}",
+                                   *cost_cells(r), r["run"]] for r in gvi]), ""]
+    lines.append("All rows measured here (the paper's tables were not retrievable). Timings: one test batch of the "
+                 "run's batch size on this machine, after compilation, best of repeats; \"fwd+bwd\" is the "
+                 "gradient of the training loss. CGS's iteration count is the forward fixed-point iteration "
+                 "on that batch; the GNN's depth is its number of message-passing layers.")
+    columns = ["task", "model", "run", "mse", "mse_large", "mape", "policy_accuracy", "params", "depth",
+               "iterations", "forward_s", "backward_s", "steps", "train_s", "s_per_step", "status"]
+
+    def plot(path: pathlib.Path) -> None:
+        names = [f"{r['model']} {r['task']}" for r in rows]
+        objective = [r.get("mse") if r["task"] == "porenet" else r.get("mape") for r in rows]
+        bar_chart(path, names, [("objective (porenet: test MSE; gvi: MAPE %)", objective, True)],
+                  ylabel="test objective (lower is better)", title="CGS vs stacked GNN",
+                  note="porenet: MSE of p / p_max; gvi: MAPE %", missing="–")
+
+    return Table(name="cgs", markdown="\n".join(lines), csv_columns=columns, csv_rows=rows, plot=plot)
