@@ -73,6 +73,29 @@ def linear(
     return optax.join_schedules([optax.linear_schedule(0.0, value, warmup), decay], [warmup])
 
 
+def onecycle(
+    value: float, pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
+    per_epoch: bool = False, *, steps_per_epoch: int, total_steps: int,
+) -> optax.Schedule:
+    """One-cycle (Smith and Topin 2017, arXiv 1708.07120; torch ``OneCycleLR``, cosine annealing), via
+    ``optax.cosine_onecycle_schedule``: cosine from ``value / div_factor`` up to ``value`` over the first
+    ``pct_start`` of the run, then cosine down to ``value / (div_factor * final_div_factor)`` at its end.
+
+    ``per_epoch``: hold the rate for an epoch and count the cycle in epochs, as a torch ``OneCycleLR``
+    with ``steps_per_epoch=1`` stepped once per epoch (MgNO's scripts: ``div_factor=2``,
+    ``final_div_factor=100``, ``pct_start=0.2``). optax puts the peak at step ``int(pct_start * T)`` and
+    the final value at T, torch one step earlier at each.
+    """
+    if not 0 < pct_start < 1 or div_factor <= 0 or final_div_factor <= 0:
+        raise ValueError(f"schedule.pct_start must lie in (0, 1) and the div factors be > 0; got pct_start="
+                         f"{pct_start}, div_factor={div_factor}, final_div_factor={final_div_factor}")
+    if not per_epoch:
+        return optax.cosine_onecycle_schedule(max(total_steps, 1), value, pct_start, div_factor, final_div_factor)
+    epochs = max(1, -(-total_steps // max(steps_per_epoch, 1)))  # ceil
+    by_epoch = optax.cosine_onecycle_schedule(epochs, value, pct_start, div_factor, final_div_factor)
+    return lambda step: by_epoch(step // steps_per_epoch)
+
+
 def read_grad_norms(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(steps, gradient norms) logged by a previous run: its ``metrics.jsonl`` or its run directory.
 

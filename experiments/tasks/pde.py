@@ -17,7 +17,7 @@ zero-shot super-resolution of neural operators). A new PDE is a field dataset pl
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +26,10 @@ import numpy as np
 from experiments.errors import UserInputError
 from experiments.metrics import Mean
 from experiments.tasks.base import Objective, Task
-from operators.losses import relative_h1, relative_lp
+from operators.losses import relative_h1, relative_hs, relative_lp
 
 NORMALIZERS = ("pointwise", "global", "none")
-LOSSES = ("l2", "h1")
+LOSSES = ("l2", "h1", "hs")
 
 
 class GaussianNormalizer:
@@ -70,7 +70,11 @@ class OperatorTask(Task):
       test_resolutions: further resolutions evaluated (zero-shot), e.g. [127] for Darcy at K=127.
       normalizer: "pointwise", "global" or "none", for inputs and targets alike; the model predicts
         normalised targets, decoded before the loss (as the FNO scripts).
-      loss: "l2" (relative L2, the FNO papers') or "h1" (relative H1).
+      loss: "l2" (relative L2, the FNO papers'), "h1" (relative H1, finite differences) or "hs" (relative
+        Sobolev norm in Fourier space, MgNO's ``HsLoss``: ``operators.losses.relative_hs``; it adds the
+        metric ``rel_hs``).
+      hs_a, hs_truncation: the "hs" loss's weights a_1..a_s of |k|^2..|k|^(2s) and its wave-number
+        truncation (None: none); the defaults (a = [1], 20) are those of MgNO's ``darcy.py``.
 
     Evaluation splits are ``val_s<train_resolution>`` (if ``n_val``) and ``test_s<resolution>``;
     metrics ``rel_l2`` and ``rel_h1`` per sample, averaged over the split; the objective is ``rel_l2``
@@ -81,11 +85,14 @@ class OperatorTask(Task):
 
     def __init__(self, pde: Any, n_train: int = 500, n_test: int = 100, train_resolution: int = 64,
                  test_resolutions: Sequence[int] = (), normalizer: str = "pointwise", loss: str = "l2",
-                 n_val: int = 0):
+                 n_val: int = 0, hs_a: Sequence[float] = (1.0,), hs_truncation: Optional[int] = 20):
         if normalizer not in NORMALIZERS:
             raise UserInputError(f"data.normalizer={normalizer!r} is unknown; choose one of {NORMALIZERS}")
         if loss not in LOSSES:
             raise UserInputError(f"data.loss={loss!r} is unknown; choose one of {LOSSES}")
+        if loss == "hs" and (not hs_a or (hs_truncation is not None and hs_truncation < 1)):
+            raise UserInputError(f"data.hs_a needs at least one weight and data.hs_truncation must be >= 1 or null "
+                                 f"(got {list(hs_a)}, {hs_truncation})")
         if n_train < 1 or n_test < 1 or n_val < 0:
             raise UserInputError(f"data.n_train and data.n_test must be >= 1 and data.n_val >= 0 (got "
                                  f"{n_train}, {n_test}, {n_val})")
@@ -102,6 +109,7 @@ class OperatorTask(Task):
             raise UserInputError(f"{err}. Change data.train_resolution / data.test_resolutions, or the "
                                  f"solve grid data.pde.resolution.") from None
         self.normalizer, self.loss_kind = GaussianNormalizer(normalizer), loss
+        self.hs_a, self.hs_truncation = tuple(float(x) for x in hs_a), hs_truncation
         self._train: dict[str, np.ndarray] | None = None
         self._evals: dict[str, dict[str, np.ndarray]] = {}
         self._y_stats: dict[tuple, tuple[jax.Array, jax.Array]] = {}
@@ -158,12 +166,18 @@ class OperatorTask(Task):
         pred = self.predict(model, batch)
         if self.loss_kind == "h1":
             return relative_h1(pred, batch["y"])
+        if self.loss_kind == "hs":
+            return relative_hs(pred, batch["y"], a=self.hs_a, truncation=self.hs_truncation)
         return relative_lp(pred, batch["y"])
 
     def metrics(self, model, batch: Mapping[str, jax.Array], split: str) -> dict[str, Mean]:
         pred = self.predict(model, batch)
-        return {"rel_l2": Mean(relative_lp(pred, batch["y"], reduction="none")),
-                "rel_h1": Mean(relative_h1(pred, batch["y"], reduction="none"))}
+        out = {"rel_l2": Mean(relative_lp(pred, batch["y"], reduction="none")),
+               "rel_h1": Mean(relative_h1(pred, batch["y"], reduction="none"))}
+        if self.loss_kind == "hs":
+            out["rel_hs"] = Mean(relative_hs(pred, batch["y"], a=self.hs_a, truncation=self.hs_truncation,
+                                             reduction="none"))
+        return out
 
     # -- plots ------------------------------------------------------------------------------------
     def plot(self, model, split: str, out_dir: pathlib.Path) -> list[pathlib.Path]:

@@ -34,3 +34,37 @@ def test_validation_split_is_separate_data_and_becomes_the_objective(tmp_path):
         assert min(np.abs(v - o).max() for v in val for o in other) > 1e-3
     plain = OperatorTask(pde, n_train=6, n_test=4, train_resolution=17)
     assert plain.objective.split is None  # no validation split: the first test split, as before
+
+
+def test_hs_loss_option_uses_relative_hs_with_its_parameters_and_reports_rel_hs():
+    import jax.numpy as jnp
+    import pytest
+
+    from experiments.errors import UserInputError
+    from experiments.tasks.pde import OperatorTask
+    from operators.losses import relative_hs, relative_lp
+    from operators.pde.darcy import DarcyFlow
+
+    pde = DarcyFlow(resolution=33)  # nothing is generated: the loss is checked on given fields
+    task = OperatorTask(pde, train_resolution=17, loss="hs", hs_a=[0.5, 0.1], hs_truncation=4)
+    grid = (17, 17)
+    rng = np.random.default_rng(0)
+    task._y_stats[grid] = (jnp.asarray(rng.normal(size=(*grid, 1)), jnp.float32),
+                           jnp.asarray(rng.uniform(1, 2, size=(*grid, 1)), jnp.float32))
+    batch = {"x": jnp.asarray(rng.normal(size=(3, *grid, 1)), jnp.float32),
+             "y": jnp.asarray(rng.normal(size=(3, *grid, 1)), jnp.float32)}
+    model = lambda x: 0.5 * x  # noqa: E731
+    pred = task.predict(model, batch)
+    np.testing.assert_allclose(task.loss(model, batch), relative_hs(pred, batch["y"], a=(0.5, 0.1), truncation=4),
+                               rtol=1e-6)
+    assert abs(float(task.loss(model, batch)) - float(relative_hs(pred, batch["y"]))) > 1e-4  # parameters used
+    metrics = task.metrics(model, batch, "test_s17")
+    assert set(metrics) == {"rel_l2", "rel_h1", "rel_hs"}
+    l2 = OperatorTask(pde, train_resolution=17)
+    l2._y_stats = task._y_stats
+    np.testing.assert_allclose(l2.loss(model, batch), relative_lp(pred, batch["y"]), rtol=1e-6)
+    assert "rel_hs" not in l2.metrics(model, batch, "test_s17")
+    with pytest.raises(UserInputError, match="hs_truncation"):
+        OperatorTask(pde, train_resolution=17, loss="hs", hs_truncation=0)
+    with pytest.raises(UserInputError, match="'hs'"):
+        OperatorTask(pde, train_resolution=17, loss="sobolev")

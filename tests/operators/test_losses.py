@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from operators import relative_h1, relative_lp
+from operators import relative_h1, relative_hs, relative_lp
 from operators.losses import finite_difference_gradient
 
 # Whole-function jit: one compile per shape instead of one per primitive in eager mode (faster tests).
@@ -142,3 +142,96 @@ def test_non_finite_prediction_gives_non_finite_loss(bad, loss):
     fn = relative_lp if loss == "lp" else relative_h1
     assert not np.isfinite(float(fn(pred, target)))
     assert np.isfinite(np.asarray(fn(pred, target, reduction="none"))[1])
+
+
+# -- relative_hs (MgNO's HsLoss) ----------------------------------------------------------------------
+_hs = jax.jit(relative_hs, static_argnames=("a", "truncation", "balanced", "reduction"))
+
+
+def _periodic_fields(n1: int, n2: int):
+    """Trig polynomials on the periodic grid [0, 1)^2 with closed-form gradients and Laplacians.
+
+    Returns (u, grad u, Laplacian u) for target u and error e, each (1, n1, n2, 1) / list of them.
+    """
+    x, y = np.meshgrid(np.arange(n1) / n1, np.arange(n2) / n2, indexing="ij")
+    tp = 2 * np.pi
+    u = np.sin(tp * x) * np.cos(tp * 2 * y) + 0.3
+    u_grad = [tp * np.cos(tp * x) * np.cos(tp * 2 * y), -2 * tp * np.sin(tp * x) * np.sin(tp * 2 * y)]
+    u_lap = -(1 + 4) * tp**2 * np.sin(tp * x) * np.cos(tp * 2 * y)
+    e = 0.2 * np.cos(tp * (3 * x - y)) + 0.05 * np.sin(tp * 4 * y)
+    e_grad = [-0.6 * tp * np.sin(tp * (3 * x - y)), 0.2 * tp * np.sin(tp * (3 * x - y)) + 0.2 * tp * np.cos(tp * 4 * y)]
+    e_lap = -10 * tp**2 * 0.2 * np.cos(tp * (3 * x - y)) - 16 * tp**2 * 0.05 * np.sin(tp * 4 * y)
+    return (u, u_grad, u_lap), (e, e_grad, e_lap)
+
+
+@pytest.mark.parametrize("n1,n2,a", [(16, 16, (0.5,)), (15, 12, (2 * np.pi,)), (11, 13, (0.3, 0.05))])
+def test_relative_hs_equals_sobolev_ratio_of_closed_form_derivatives(n1, n2, a):
+    """Parseval: for band-limited periodic fields (frequencies < n/2, below the truncation)
+    sum_k |k|^2 |U_k|^2 = sum_x |grad u|^2 / (2 pi)^2 and sum_k |k|^4 |U_k|^2 = sum_x (Lap u)^2 / (2 pi)^4,
+    so the Fourier-space ratio equals the ratio of the directly computed Sobolev sums (odd grids too)."""
+    (u, ug, ul), (e, eg, el) = _periodic_fields(n1, n2)
+
+    def sq_norm(v, grad, lap):
+        total = np.sum(v**2) + a[0] ** 2 * sum(np.sum(g**2) for g in grad) / (2 * np.pi) ** 2
+        if len(a) > 1:
+            total += a[1] ** 2 * np.sum(lap**2) / (2 * np.pi) ** 4
+        return total
+
+    exact = np.sqrt(sq_norm(e, eg, el) / sq_norm(u, ug, ul))
+    target, pred = u[None, ..., None], (u + e)[None, ..., None]
+    with jax.enable_x64(True):
+        got = float(_hs(jnp.asarray(pred), jnp.asarray(target), a=a, truncation=None))
+        got_truncated = float(_hs(jnp.asarray(pred), jnp.asarray(target), a=a, truncation=5))  # all |k_j| < 5
+    np.testing.assert_allclose(got, exact, rtol=1e-12)
+    np.testing.assert_allclose(got_truncated, exact, rtol=1e-12)
+
+
+def test_relative_hs_truncation_drops_the_derivative_weight_of_high_wavenumbers():
+    """target = u1 + u2, pred = u1: ratio^2 = w2^2 |u2|^2 / (w1^2 |u1|^2 + w2^2 |u2|^2) with hand-computed
+    weights. u2 = cos(2 pi (7 x + y)): with truncation 5, k_x = 7 counts as 0, so w2^2 = 1 + a^2 * 1."""
+    n, a = 24, 0.7
+    x, y = np.meshgrid(np.arange(n) / n, np.arange(n) / n, indexing="ij")
+    u1 = np.sin(2 * np.pi * (x + 2 * y))  # |k|^2 = 5 for both truncations
+    u2 = np.cos(2 * np.pi * (7 * x + y))
+    sq1, sq2 = np.sum(u1**2), np.sum(u2**2)
+    target, pred = (u1 + u2)[None, ..., None], u1[None, ..., None]
+    for truncation, k2_of_u2 in [(None, 50.0), (20, 50.0), (5, 1.0), (1, 0.0)]:
+        k2_of_u1 = 5.0 if truncation is None or truncation > 2 else 0.0
+        w1, w2 = 1 + a**2 * k2_of_u1, 1 + a**2 * k2_of_u2
+        exact = np.sqrt(w2 * sq2 / (w1 * sq1 + w2 * sq2))
+        with jax.enable_x64(True):
+            got = float(_hs(jnp.asarray(pred), jnp.asarray(target), a=(a,), truncation=truncation))
+        np.testing.assert_allclose(got, exact, rtol=1e-12, err_msg=f"truncation={truncation}")
+
+
+def test_relative_hs_balanced_averages_the_per_order_ratios_and_reductions():
+    (u, ug, ul), (e, eg, el) = _periodic_fields(16, 16)
+    a = (0.5, 0.1)
+    l2 = np.sqrt(np.sum(e**2) / np.sum(u**2))
+    h1 = np.sqrt(sum(np.sum(g**2) for g in eg) / sum(np.sum(g**2) for g in ug))  # a_1 cancels
+    h2 = np.sqrt(np.sum(el**2) / np.sum(ul**2))
+    target = np.stack([u, 2 * u])[..., None]  # (2, 16, 16, 1): the second sample has half the error ratio
+    pred = target + e[None, ..., None]
+    with jax.enable_x64(True):
+        got = np.asarray(_hs(jnp.asarray(pred), jnp.asarray(target), a=a, truncation=None, balanced=True,
+                             reduction="none"))
+        mean = float(_hs(jnp.asarray(pred), jnp.asarray(target), a=a, truncation=None, balanced=True))
+        total = float(_hs(jnp.asarray(pred), jnp.asarray(target), a=a, truncation=None, balanced=True,
+                          reduction="sum"))
+    np.testing.assert_allclose(got, [(l2 + h1 + h2) / 3, (l2 + h1 + h2) / 6], rtol=1e-12)
+    np.testing.assert_allclose([mean, total], [got.mean(), got.sum()], rtol=1e-12)
+
+
+def test_relative_hs_zero_error_finite_gradient_and_errors():
+    _, target = _samples()
+    y = jnp.asarray(target, jnp.float32)
+    assert float(relative_hs(y, y)) == 0.0
+    grad = jax.jit(jax.grad(lambda pr: relative_hs(pr, y)))(y)
+    assert np.all(np.isfinite(np.asarray(grad)))
+    assert not np.isfinite(float(relative_hs(y.at[0, 1, 1, 0].set(np.nan), y)))
+    with pytest.raises(ValueError, match="at least one weight"):
+        relative_hs(y, y, a=())
+    with pytest.raises(ValueError, match="truncation"):
+        relative_hs(y, y, truncation=0)
+    with pytest.raises(ValueError, match=r"\(batch, \*spatial, channels\)"):
+        relative_hs(jnp.ones((2, 5)), jnp.ones((2, 5)))

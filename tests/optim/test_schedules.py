@@ -73,3 +73,23 @@ def test_refined_schedule_says_what_it_needs(tmp_path, content, message):
         write_metrics(tmp_path / "metrics.jsonl", content, [1.0] * len(content), extra=False)
     with pytest.raises(ValueError, match=message):
         refined(0.01, str(tmp_path), steps_per_epoch=1, total_steps=10)
+
+
+def test_onecycle_closed_form_and_per_epoch_steps():
+    """Cosine from value/div up to value at int(pct T), then down to value/(div * final_div) at T
+    (torch OneCycleLR with anneal_strategy='cos'); per_epoch holds one rate per epoch."""
+    from optim.schedules import onecycle
+
+    value, div, final = 5e-4, 2.0, 100.0
+    s = onecycle(value, pct_start=0.2, div_factor=div, final_div_factor=final, steps_per_epoch=10, total_steps=100)
+    init, low = value / div, value / (div * final)
+    cos_interp = lambda a, b, t: b + (a - b) * (1 + np.cos(np.pi * t)) / 2  # noqa: E731  a at t=0, b at t=1
+    expected = {0: init, 10: cos_interp(init, value, 0.5), 20: value, 60: cos_interp(value, low, 0.5), 100: low}
+    for step, want in expected.items():
+        np.testing.assert_allclose(float(s(step)), want, rtol=1e-5)
+    e = onecycle(value, pct_start=0.2, div_factor=div, final_div_factor=final, per_epoch=True, steps_per_epoch=10,
+                 total_steps=500)  # 50 epochs: the peak at epoch 10
+    assert float(e(0)) == float(e(9)) and float(e(100)) == float(e(109))
+    np.testing.assert_allclose([float(e(0)), float(e(100)), float(e(105))], [init, value, value], rtol=1e-5)
+    with pytest.raises(ValueError, match="pct_start"):
+        onecycle(value, pct_start=1.5, steps_per_epoch=10, total_steps=100)
