@@ -20,6 +20,8 @@ TABLES: dict[str, str] = {
     "fno_darcy": "FNO paper, Darcy flow (Li et al., ICLR 2021, Table 4) beside runs of "
                  "experiment=fno_darcy",
     "sweep": "a Hydra multirun directory as one table: overrides against objective and cost",
+    "darcy_models": "FNO, TFNO, MgNO, LSM, U-Net on Darcy flow: cost, errors (L2, H1, by frequency band, "
+                    "at other resolutions) beside the published numbers (reads runs of model=...)",
     "halpern_matrix_game": "VR-Halpern paper (Cai et al., ICLR 2024, Fig. 1a): policeman-and-burglar "
                            "game, residual against epochs for Alg. 1/2, EG, EAG, VR-EG (runs them)",
     "halpern_qp": "VR-Halpern paper (Cai et al., ICLR 2024, Fig. 1b): \"hard\" QP, residual against "
@@ -28,6 +30,12 @@ TABLES: dict[str, str] = {
                         "grid (reads the sweeps of experiment=optimizers_darcy)",
     "lra": "Long Range Arena ListOps and Pathfinder-32 (S4, S4D, S5, PTD, long conv papers) beside runs "
            "of data=listops / data=pathfinder32",
+    "cgs": "CGS paper (Park et al., ICLR 2022, Sec. 6.1-6.2): CGS vs a stacked GNN on pore-network Stokes flow "
+           "and graph value iteration (runs of experiment=cgs_* / gnn_*), with iterations and timings",
+    "lpn_laplacian": "LPN paper (Fang et al., ICLR 2024, Fig. 1): 1-D Laplacian toy, learned prox and R against "
+                     "soft thresholding and |x|, l2 / l1 contrast (trains its runs or reads them)",
+    "lpn_inverse": "LPN paper (Fang et al., ICLR 2024, Sec. 5) on 16x16 digits: PnP-PGD / PnP-ADMM deblurring and "
+                   "sparse-view CT against TV, Wiener, FBP (PSNR/SSIM, convergence), and the prior study of R",
 }
 
 
