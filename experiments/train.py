@@ -201,4 +201,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from experiments.allocator import tune_malloc
+
+    tune_malloc()  # before JAX starts its backend: keeps XLA:CPU's step buffers paged in (allocator.py)
     main()

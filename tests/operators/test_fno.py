@@ -129,3 +129,35 @@ def test_input_errors():
         padded(jnp.zeros((2, 16, 16, 1)))
     with pytest.raises(ValueError, match="1, 2 or 3 spatial axes"):
         FNO(1, 1, (2, 2, 2, 2), 8, rngs=nnx.Rngs(0))
+
+
+def test_gelu_is_the_exact_gelu():
+    """operators.fno.gelu (erf form, as torch) == jax.nn.gelu(approximate=False) (erfc form), values
+    and derivative, in float64; and in float32 within round-off of the float64 values."""
+    from operators.fno import gelu
+
+    with jax.enable_x64(True):
+        x = jnp.linspace(-8.0, 8.0, 2001, dtype=jnp.float64)
+        np.testing.assert_allclose(gelu(x), jax.nn.gelu(x, approximate=False), rtol=1e-13, atol=1e-15)
+        d_ours = jax.vmap(jax.grad(gelu))(x)
+        d_jax = jax.vmap(jax.grad(lambda t: jax.nn.gelu(t, approximate=False)))(x)
+        np.testing.assert_allclose(d_ours, d_jax, rtol=1e-12, atol=1e-14)
+        exact = np.asarray(jax.nn.gelu(x, approximate=False))
+    np.testing.assert_allclose(gelu(x.astype(jnp.float32)), exact, rtol=0, atol=2e-6)
+
+
+def test_fno_dft_path_equals_fft_path():
+    """The whole FNO (padding, grid channels, 2-D) with impl="dft" and impl="fft": same parameters
+    (the switch does not change the parameter tree), same outputs in float64."""
+    kwargs = dict(in_channels=1, out_channels=2, modes=(3, 4), width=6, n_layers=2, projection_channels=8,
+                  padding=0.2)
+    fft, dft = (FNO(**kwargs, impl=impl, rngs=nnx.Rngs(0)) for impl in ("fft", "dft"))
+    assert jax.tree.structure(nnx.state(fft, nnx.Param)) == jax.tree.structure(nnx.state(dft, nnx.Param))
+    with jax.enable_x64(True):
+        a = jax.random.normal(jax.random.key(0), (2, 11, 10, 1), dtype=jnp.float64)
+        graphdef, state = nnx.split(fft)
+        state = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), state)
+        want, got = (np.asarray(jax.jit(lambda s, a, g=g: nnx.merge(g, s)(a))(state, a))
+                     for g in (graphdef, nnx.graphdef(dft)))
+    assert want.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
