@@ -29,8 +29,8 @@ import pathlib
 import time
 
 from experiments.errors import UserInputError
-from experiments.tables.common import (Run, Table, bar_chart, existing_dir, format_count, format_metric,
-                                       format_seconds, markdown_table, read_runs)
+from experiments.tables.common import (Run, Table, bar_chart, format_count, format_metric, format_seconds,
+                                       markdown_table, read_runs, restore_trained)
 
 TASKS = {"GraphValueIteration": "gvi", "PoreNetwork": "porenet"}
 MODELS = {"CGS": "CGS", "GNN": "GNN"}
@@ -62,30 +62,10 @@ def model_of(run: Run) -> str:
 def restore(run: Run):
     """``(model, task, batch_size)`` of a finished run: the model in its last checkpoint's state, the task
     set up (its data comes from the cache, or is generated again)."""
-    import flax.nnx as nnx
-    from hydra.utils import instantiate
-
-    from experiments.checkpoint import Checkpointer
-    from experiments.train import make_optimizer
-    from experiments.trainer import init_train_state
-
     cfg = run.config
     if cfg is None:
         raise UserInputError(f"{run.label}: no readable .hydra/config.yaml ({run.config_error})")
-    model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(cfg.seed))
-    task = instantiate(cfg.data, _convert_="all")
-    task.setup(progress=False)
-    ckpt = Checkpointer(existing_dir(run.path, "run directory") / "checkpoints")
-    step = ckpt.latest_step()
-    if step is None:
-        ckpt.close()
-        raise UserInputError(f"{run.label} holds no checkpoint; train it first, or pass --no-timing")
-    tx = make_optimizer(cfg, model)(task.steps_per_epoch(cfg.trainer.batch_size), step)
-    _, like = init_train_state(model, tx)
-    state, _ = ckpt.restore(step, like)
-    ckpt.close()
-    nnx.update(model, state["params"], state["rest"])
-    model.eval()
+    _, model, task = restore_trained(run.path, cfg, setup=True, missing="train it first, or pass --no-timing")
     return model, task, int(cfg.trainer.batch_size)
 
 

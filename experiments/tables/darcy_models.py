@@ -40,7 +40,7 @@ import numpy as np
 
 from experiments.errors import UserInputError
 from experiments.tables.common import (Run, Table, bar_chart, format_count, format_metric, format_seconds,
-                                       markdown_table, read_runs)
+                                       markdown_table, read_runs, restore_trained)
 
 SPLIT = re.compile(r"^test_s(\d+)$")
 BANDS = ("low", "mid", "high")
@@ -110,27 +110,11 @@ def predict_bands(run: Run) -> dict[str, dict[str, float]]:
     if not (ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())):
         raise UserInputError(f"{run.label}: no checkpoint in {ckpt_dir}; cannot compute the frequency bands "
                              f"(use --no-bands)")
-    import flax.nnx as nnx  # the heavy imports only once there is a model to restore
+    import flax.nnx as nnx
     import jax
     import jax.numpy as jnp
-    from hydra.utils import instantiate
 
-    from experiments.checkpoint import Checkpointer
-    from experiments.train import make_optimizer
-    from experiments.trainer import init_train_state
-
-    ckpt = Checkpointer(ckpt_dir)
-    step = ckpt.latest_step()
-    task = instantiate(cfg.data, _convert_="all")
-    task.setup(progress=False)
-    model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(int(cfg.seed)))
-    steps_per_epoch = task.steps_per_epoch(int(cfg.trainer.batch_size))
-    tx = make_optimizer(cfg, model)(steps_per_epoch, int(run.step or step))
-    _, state = init_train_state(model, tx)
-    state, _ = ckpt.restore(step, state)
-    ckpt.close()
-    nnx.update(model, state["params"], state["rest"])
-    model.eval()
+    _, model, task = restore_trained(run.path, cfg, setup=True, missing="use --no-bands")
     forward = nnx.jit(lambda m, x: task.predict(m, {"x": x}))
     bands = {}
     for split, data in task.evals.items():

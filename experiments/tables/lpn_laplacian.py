@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from experiments.errors import UserInputError
-from experiments.tables.common import Table, _pyplot, existing_dir, format_number, markdown_table
+from experiments.tables.common import (Table, _pyplot, existing_dir, format_number, markdown_table,
+                                       restore_trained)
 
 PAPER = "Fang, Buchanan, Sulam, ICLR 2024, arXiv 2310.14344, Fig. 1"
 LOSSES = ("proximal_matching", "l1", "l2")
@@ -58,37 +59,9 @@ def train_run(experiment: str, overrides: list[str], run_dir: pathlib.Path) -> p
 
 
 def load_trained(run_dir: str | pathlib.Path) -> tuple[Any, Any, Any]:
-    """``(config, model, task)`` of a run directory: the model in its latest checkpoint's state.
-
-    The model, task and optimizer are rebuilt from ``.hydra/config.yaml`` exactly as the runner built
-    them, so the checkpoint's structure matches; the task is not set up (no data generated).
-    """
-    import flax.nnx as nnx
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from experiments.checkpoint import Checkpointer
-    from experiments.train import make_optimizer
-    from experiments.trainer import init_train_state
-
-    run_dir = existing_dir(run_dir, "run directory")
-    config_path = run_dir / ".hydra" / "config.yaml"
-    if not config_path.is_file():
-        raise UserInputError(f"{run_dir} has no .hydra/config.yaml; pass a run directory of experiments.train")
-    cfg = OmegaConf.load(config_path)
-    model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(cfg.seed))
-    task = instantiate(cfg.data, _convert_="all")
-    ckpt = Checkpointer(run_dir / "checkpoints")
-    step = ckpt.latest_step()
-    if step is None:
-        raise UserInputError(f"{run_dir} holds no checkpoint; train it first (or rerun its command to finish it)")
-    tx = make_optimizer(cfg, model)(task.steps_per_epoch(cfg.trainer.batch_size), step)
-    _, like = init_train_state(model, tx)
-    state, _ = ckpt.restore(step, like)
-    ckpt.close()
-    nnx.update(model, state["params"], state["rest"])
-    model.eval()
-    return cfg, model, task
+    """``(config, model, task)`` of a run directory: the model in its latest checkpoint's state; the task
+    is not set up (no data generated). See ``common.restore_trained``."""
+    return restore_trained(run_dir, missing="train it first (or rerun its command to finish it)")
 
 
 # -- oracles -----------------------------------------------------------------------------------------------
