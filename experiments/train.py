@@ -132,7 +132,7 @@ def fit_model_config(model_cfg: DictConfig, settings: dict) -> list[str]:
             changes.append(f"model.{key}: {model_cfg[key]} -> {settings[key]}")
             model_cfg[key] = settings[key]
     dims = settings.get("spatial_dims")
-    modes = model_cfg.get("modes") if "modes" in model_cfg else None
+    modes = model_cfg.get("modes")
     if dims and modes is not None and not isinstance(modes, (int, float)) and len(modes) != dims:
         modes = list(modes)
         if modes and len(set(modes)) == 1:

@@ -88,32 +88,27 @@ def tucker_from_dense(weight: jax.Array, ranks: Sequence[int]) -> tuple[jax.Arra
     return core, factors
 
 
+def _corner_index(c: int, modes: Sequence[int]) -> tuple[slice, ...]:
+    """Index of corner ``c`` in a dense ``(in, out, 2 m_1, .., 2 m_{d-1}, m_d)`` weight: rows ``[m, 2m)``
+    on non-last axis j when bit j of c is set, ``[0, m)`` otherwise; the last axis whole."""
+    index = [slice(None), slice(None)]
+    for j, m in enumerate(modes[:-1]):
+        m = int(m)
+        index.append(slice(m, 2 * m) if (c >> j) & 1 else slice(0, m))
+    return (*index, slice(None))
+
+
 def dense_to_corners(weight: jax.Array, modes: Sequence[int]) -> jax.Array:
     """``(in, out, 2 m_1, .., m_d)`` -> the corner blocks ``(2^(d-1), in, out, m_1, .., m_d)`` of
     :func:`operators.spectral.spectral_conv` (corner c takes rows ``[m, 2m)`` on axis j when bit j is set)."""
-    d = len(modes)
-    blocks = []
-    for c in range(2 ** (d - 1)):
-        index = [slice(None), slice(None)]
-        for j in range(d - 1):
-            m = int(modes[j])
-            index.append(slice(m, 2 * m) if (c >> j) & 1 else slice(0, m))
-        index.append(slice(None))
-        blocks.append(weight[tuple(index)])
-    return jnp.stack(blocks)
+    return jnp.stack([weight[_corner_index(c, modes)] for c in range(2 ** (len(modes) - 1))])
 
 
 def corners_to_dense(corners: jax.Array, modes: Sequence[int]) -> jax.Array:
     """Inverse of :func:`dense_to_corners`."""
-    d = len(modes)
     out = jnp.zeros((*corners.shape[1:3], *(2 * m for m in modes[:-1]), modes[-1]), corners.dtype)
-    for c in range(2 ** (d - 1)):
-        index = [slice(None), slice(None)]
-        for j in range(d - 1):
-            m = int(modes[j])
-            index.append(slice(m, 2 * m) if (c >> j) & 1 else slice(0, m))
-        index.append(slice(None))
-        out = out.at[tuple(index)].set(corners[c])
+    for c in range(2 ** (len(modes) - 1)):
+        out = out.at[_corner_index(c, modes)].set(corners[c])
     return out
 
 
