@@ -11,7 +11,6 @@ command in the same directory resumes from its latest checkpoint. See README.md.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import logging
 import pathlib
@@ -25,14 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.errors import NonFiniteLossError, Preempted, UserInputError
 
 try:
-    from experiments.config import ConfigSchemaError, ParamGroupConfig, resolve_target  # registers schemas
+    from experiments.build import fit_model_config, make_optimizer, param_group_configs  # registers schemas
 except Exception as err:  # a broken option in configs/: say which file, not a traceback
     sys.exit(f"error: {err}")
 
 log = logging.getLogger("experiments.train")
-
-PROJECTIONS = {"non_negative": "optax.projections.projection_non_negative"}
-
 
 def _quiet_libraries() -> None:
     for name in ("jax", "absl", "orbax", "jax._src.xla_bridge"):
@@ -52,95 +48,6 @@ def _log_from_primary_only() -> None:
         if isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)
     root.setLevel(logging.WARNING)
-
-
-def param_group_configs(cfg: DictConfig) -> dict[str, ParamGroupConfig]:
-    """``cfg.param_groups`` checked against ``ParamGroupConfig`` (unknown keys, types), defaults filled."""
-    out = {}
-    for name, node in cfg.param_groups.items():
-        try:
-            out[name] = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ParamGroupConfig), node))
-        except Exception as err:  # omegaconf's ValidationError / ConfigKeyError name the key
-            raise UserInputError(f"param_groups.{name}: {str(err).splitlines()[0]} (keys: variable_type, "
-                                 f"path, lr_scale, weight_decay, projection)") from None
-    return out
-
-
-def param_groups(cfg: DictConfig, model) -> list:
-    """``optim.param_groups.ParamGroup``s from ``cfg.param_groups``, checked against ``model``."""
-    import flax.nnx as nnx
-
-    from optim.param_groups import ParamGroup, group_labels
-
-    groups = []
-    for name, g in param_group_configs(cfg).items():
-        where = f"param_groups.{name}"
-        try:
-            variable_type = resolve_target(g.variable_type) if g.variable_type else None
-            if variable_type is not None and not (isinstance(variable_type, type)
-                                                  and issubclass(variable_type, nnx.Variable)):
-                raise ValueError(f"variable_type {g.variable_type!r} is not an nnx.Variable subclass")
-            projection = resolve_target(PROJECTIONS.get(g.projection, g.projection)) if g.projection else None
-            groups.append(ParamGroup(name, variable_type, g.path, g.lr_scale, g.weight_decay, projection))
-        except (ValueError, ConfigSchemaError) as err:
-            raise UserInputError(f"{where}: {err}") from None
-    if groups:
-        try:
-            group_labels(nnx.state(model, nnx.Param), groups)
-        except ValueError as err:
-            raise UserInputError(f"{err}. Fix the param_groups' path / variable_type") from None
-    return groups
-
-
-def make_optimizer(cfg: DictConfig, model):
-    """``make_tx(steps_per_epoch, total_steps)``: the schedule, the optimizer and its parameter groups."""
-    from hydra.utils import instantiate
-
-    from optim.param_groups import partition_optimizer
-
-    groups = param_groups(cfg, model)
-    optimizer = instantiate(cfg.optim)  # partial: learning_rate (and a group's weight_decay) come later
-    accepts = inspect.signature(optimizer).parameters
-    for g in groups:
-        if g.weight_decay is not None and "weight_decay" not in accepts:
-            raise UserInputError(f"param_groups.{g.name}.weight_decay is set, but the optimizer "
-                                 f"{cfg.optim._target_} takes no weight_decay argument")
-
-    def make_tx(steps_per_epoch: int, total_steps: int):
-        try:
-            schedule = instantiate(cfg.schedule)(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-        except ValueError as err:  # the schedule's own check of its settings
-            raise UserInputError(f"schedule={cfg.schedule._target_.rsplit('.', 1)[-1]}: {err}") from None
-        return partition_optimizer(optimizer, schedule, groups)
-
-    return make_tx
-
-
-def fit_model_config(model_cfg: DictConfig, settings: dict) -> list[str]:
-    """Set the model options that the data decides (``Task.model_settings``) where they cannot fit it.
-
-    ``in_channels`` / ``out_channels``: replaced when the config's value differs from the data's (such
-    a model could not take the data). ``spatial_dims``: a ``modes`` list with one entry per axis and
-    another number of axes is replaced by its first entry repeated (``[12, 12]`` -> ``[12]`` for 1-D
-    data) when all its entries are equal; unequal entries are left for the model's own error. Keys the
-    model config does not have are ignored (a sequence model has no ``modes``). Returns the changes
-    made, as ``key: old -> new`` lines (also logged), so that no setting changes silently.
-    """
-    changes = []
-    for key in ("in_channels", "out_channels"):
-        if key in settings and key in model_cfg and model_cfg[key] != settings[key]:
-            changes.append(f"model.{key}: {model_cfg[key]} -> {settings[key]}")
-            model_cfg[key] = settings[key]
-    dims = settings.get("spatial_dims")
-    modes = model_cfg.get("modes")
-    if dims and modes is not None and not isinstance(modes, (int, float)) and len(modes) != dims:
-        modes = list(modes)
-        if modes and len(set(modes)) == 1:
-            changes.append(f"model.modes: {modes} -> {[modes[0]] * dims}")
-            model_cfg.modes = [modes[0]] * dims
-    for line in changes:
-        log.info("model setting taken from the data: %s", line)
-    return changes
 
 
 def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:

@@ -28,9 +28,10 @@ import argparse
 import pathlib
 import time
 
+from experiments.build import restore_trained
 from experiments.errors import UserInputError
 from experiments.tables.common import (Run, Table, bar_chart, format_count, format_metric, format_seconds,
-                                       markdown_table, read_runs, restore_trained)
+                                       markdown_table, read_runs)
 
 TASKS = {"GraphValueIteration": "gvi", "PoreNetwork": "porenet"}
 MODELS = {"CGS": "CGS", "GNN": "GNN"}

@@ -190,49 +190,6 @@ def existing_dir(path: str | pathlib.Path, what: str) -> pathlib.Path:
     return p
 
 
-def restore_trained(run_dir: str | pathlib.Path, cfg: DictConfig | None = None, *, setup: bool = False,
-                    missing: str = "train it first") -> tuple[DictConfig, Any, Any]:
-    """``(config, model, task)`` of a run directory of ``experiments.train``: the model in its latest
-    checkpoint's state, in eval mode.
-
-    Model, task and optimizer are rebuilt from ``.hydra/config.yaml`` (or ``cfg``) as the runner built
-    them, including the model settings the data decides (``experiments.train.fit_model_config``), so
-    the checkpoint's structure matches. ``setup``: also set the task up (its data loaded from the
-    cache, or generated). ``missing``: what to do when the run has no checkpoint (in the error).
-    """
-    import flax.nnx as nnx  # heavy imports only once there is a model to restore
-    from hydra.utils import instantiate
-
-    from experiments.checkpoint import Checkpointer
-    from experiments.train import fit_model_config, make_optimizer
-    from experiments.trainer import init_train_state
-
-    run_dir = existing_dir(run_dir, "run directory")
-    if cfg is None:
-        config_path = run_dir / ".hydra" / "config.yaml"
-        if not config_path.is_file():
-            raise UserInputError(f"{run_dir} has no .hydra/config.yaml; pass a run directory of experiments.train")
-        cfg = OmegaConf.load(config_path)
-    task = instantiate(cfg.data, _convert_="all")
-    fit_model_config(cfg.model, task.model_settings())
-    model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(int(cfg.seed)))
-    if setup:
-        task.setup(progress=False)
-    ckpt = Checkpointer(run_dir / "checkpoints")
-    try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise UserInputError(f"{run_dir} holds no checkpoint; {missing}")
-        tx = make_optimizer(cfg, model)(task.steps_per_epoch(int(cfg.trainer.batch_size)), step)
-        _, like = init_train_state(model, tx)
-        state, _ = ckpt.restore(step, like)
-    finally:
-        ckpt.close()
-    nnx.update(model, state["params"], state["rest"])
-    model.eval()
-    return cfg, model, task
-
-
 def read_runs(paths: Iterable[str]) -> list[Run]:
     """Run directories given on the command line; a multirun directory stands for all its jobs."""
     runs = []

@@ -38,9 +38,10 @@ import re
 
 import numpy as np
 
+from experiments.build import restore_trained
 from experiments.errors import UserInputError
 from experiments.tables.common import (Run, Table, bar_chart, format_count, format_metric, format_seconds,
-                                       markdown_table, read_runs, restore_trained)
+                                       markdown_table, read_runs)
 
 SPLIT = re.compile(r"^test_s(\d+)$")
 BANDS = ("low", "mid", "high")

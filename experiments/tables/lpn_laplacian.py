@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from experiments.build import restore_trained
 from experiments.errors import UserInputError
-from experiments.tables.common import (Table, _pyplot, existing_dir, format_number, markdown_table,
-                                       restore_trained)
+from experiments.tables.common import Table, _pyplot, existing_dir, format_number, markdown_table
 
 PAPER = "Fang, Buchanan, Sulam, ICLR 2024, arXiv 2310.14344, Fig. 1"
 LOSSES = ("proximal_matching", "l1", "l2")
@@ -60,7 +60,7 @@ def train_run(experiment: str, overrides: list[str], run_dir: pathlib.Path) -> p
 
 def load_trained(run_dir: str | pathlib.Path) -> tuple[Any, Any, Any]:
     """``(config, model, task)`` of a run directory: the model in its latest checkpoint's state; the task
-    is not set up (no data generated). See ``common.restore_trained``."""
+    is not set up (no data generated). See ``experiments.build.restore_trained``."""
     return restore_trained(run_dir, missing="train it first (or rerun its command to finish it)")
 
 

@@ -22,7 +22,7 @@ from omegaconf import MISSING, OmegaConf
 
 from experiments.config import (CONFIG_DIR, SCHEMAS, omegaconf_type, option_files, resolve_target,
                                 signature_schema)
-from experiments.train import make_optimizer
+from experiments.build import make_optimizer
 from experiments.trainer import TrainerConfig, count_params
 from operators.fno import FNO, pad_cells
 

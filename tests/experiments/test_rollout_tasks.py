@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from experiments.errors import UserInputError
 from experiments.tasks.rollout import RolloutTask, SpaceTimeTask
-from experiments.train import fit_model_config
+from experiments.build import fit_model_config
 
 
 class ShiftTrajectories:
