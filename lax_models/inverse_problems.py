@@ -38,7 +38,7 @@ import jax.scipy.signal
 import jax.scipy.sparse.linalg
 import numpy as np
 
-__all__ = ["LinearOperator", "blur_operator", "filtered_back_projection", "gaussian_kernel",
+__all__ = ["LinearOperator", "blur_operator", "filtered_back_projection", "gaussian_kernel", "gaussian_window",
            "operator_norm", "pnp_admm", "pnp_pgd", "psnr", "radon_matrix", "radon_operator", "ssim",
            "tv_reconstruct", "wiener_deconvolve"]
 
@@ -344,7 +344,9 @@ def psnr(x: jax.Array, ref: jax.Array, data_range: float = 1.0) -> jax.Array:
     return 10.0 * jnp.log10(data_range ** 2 / mse)
 
 
-def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:
+def gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:
+    """Normalised 1-D Gaussian ``exp(-t^2 / (2 sigma^2))``, ``|t| <= round(truncate sigma)`` (SSIM's window,
+    as ``scipy.ndimage.gaussian_filter(..., truncate=3.5)`` in scikit-image's ``structural_similarity``)."""
     radius = int(truncate * sigma + 0.5)
     t = np.arange(-radius, radius + 1)
     g = np.exp(-t ** 2 / (2 * sigma ** 2))
@@ -365,7 +367,7 @@ def ssim(x: jax.Array, ref: jax.Array, data_range: float = 1.0, sigma: float = 1
     """
     if x.shape != ref.shape or x.ndim != 3:
         raise ValueError(f"ssim takes two batches of images (B, H, W) of one shape, got {x.shape}, {ref.shape}")
-    g = jnp.asarray(_gaussian_window(sigma), x.dtype)
+    g = jnp.asarray(gaussian_window(sigma), x.dtype)
     r = (g.shape[0] - 1) // 2
     if min(x.shape[1:]) <= 2 * r:
         raise ValueError(f"ssim's window needs images larger than {2 * r + 1} pixels, got {x.shape[1:]}")

@@ -4,7 +4,7 @@ The block follows the S4 / S5 reference models (``state-spaces/s4:src/models/seq
 ``lindermanlab/S5:s5/layers.py``):
 
     z = LayerNorm(x)                      (pre-norm; post-norm applies it after the residual)
-    z = mixer(z)                          (any mixer of the contract in ``lax_models.ssm``)
+    z = mixer(z)                          (any :class:`Mixer`: S4, S4D, S5, LongConv, ...)
     z = dropout(GELU(z))
     z = GLU(W z) = (W_a z) * sigmoid(W_b z)     (or W z with glu=False)
     x = x + dropout(z)
@@ -23,13 +23,56 @@ token in the sequence length for an SSM (O(l_max) for a long convolution), never
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["SequenceBlock", "SequenceModel"]
+__all__ = ["Mixer", "check_mixer", "SequenceBlock", "SequenceModel"]
+
+
+@runtime_checkable
+class Mixer(Protocol):
+    """The contract of a sequence mixer (``lax_models.ssm``'s layers, ``lax_models.longconv.LongConv``).
+
+    * ``__init__(self, d_model: int, ..., l_max: int | None = None, *, rngs: nnx.Rngs)``: plain
+      arguments; ``l_max`` is the longest sequence it will see (a long convolution's kernel length; an
+      SSM may ignore it and build its kernel for the length it is called with). :class:`SequenceModel`
+      calls its ``mixer`` factory as ``mixer(d_model=..., l_max=..., rngs=...)``.
+    * ``__call__(x) -> y``, ``(batch, length, d_model) -> (batch, length, d_model)``: the parallel
+      (convolutional or scan) mode used for training.
+    * ``init_state(batch_size) -> state`` and ``step(state, x_t) -> (state, y_t)`` with
+      ``x_t, y_t: (batch, d_model)``: the recurrent mode used for generation; stepping through a
+      sequence gives ``__call__``'s output (tested for every mixer). Only causal mixers step (a
+      bidirectional one has the methods and raises a clear error).
+    * State-space parameters are :class:`lax_models.ssm.SSMParam` (their own optimizer group).
+
+    ``isinstance(layer, Mixer)`` checks that the three methods exist (not their signatures).
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array: ...
+
+    def init_state(self, batch_size: int) -> Any: ...
+
+    def step(self, state: Any, x_t: jax.Array) -> tuple[Any, jax.Array]: ...
+
+
+_MIXER_METHODS = ("__call__", "init_state", "step")
+
+
+def check_mixer(layer: Any, source: Any = None) -> None:
+    """Raise a ``TypeError`` naming the missing members unless ``layer`` is a :class:`Mixer`.
+
+    ``source``: what built the layer (the factory), named in the message.
+    """
+    if isinstance(layer, Mixer):
+        return
+    missing = [name for name in _MIXER_METHODS if not callable(getattr(layer, name, None))]
+    built = f" (built by {source!r})" if source is not None else ""
+    raise TypeError(f"the mixer {type(layer).__name__}{built} is not a lax_models.sequence.Mixer: it lacks "
+                    f"{', '.join(missing)}; a mixer needs __call__(x), init_state(batch_size) and "
+                    f"step(state, x_t) (see lax_models.sequence.Mixer)")
 
 
 class SequenceBlock(nnx.Module):
@@ -44,13 +87,14 @@ class SequenceBlock(nnx.Module):
     recall needs and a linear mixer followed by a pointwise map cannot express in one layer.
     """
 
-    def __init__(self, d_model: int, mixer: nnx.Module, *, prenorm: bool = True, glu: bool = True,
+    def __init__(self, d_model: int, mixer: Mixer, *, prenorm: bool = True, glu: bool = True,
                  dropout: float = 0.0, gate: Literal["none", "hyena"] = "none", short_conv: int = 3,
                  rngs: nnx.Rngs) -> None:
         if gate not in ("none", "hyena"):
             raise ValueError(f"gate must be 'none' (the S4 / S5 block) or 'hyena' (q * mixer(k * v)); got {gate!r}")
         if gate == "hyena" and short_conv < 1:
             raise ValueError(f"short_conv (taps of the causal short convolution) must be >= 1; got {short_conv}")
+        check_mixer(mixer)
         self.prenorm, self.glu, self.gate = bool(prenorm), bool(glu), gate
         self.norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.mixer = mixer
@@ -124,7 +168,8 @@ class SequenceModel(nnx.Module):
         n_layers: number of blocks.
         mixer: (required, keyword) a factory called as ``mixer(d_model=d_model, l_max=l_max,
             rngs=rngs)`` once per layer, e.g. ``functools.partial(S5, d_state=64)`` or a
-            ``_partial_: true`` config node.
+            ``_partial_: true`` config node; what it returns must be a :class:`Mixer` (checked:
+            ``TypeError`` naming the missing methods).
         vocab_size: if set, inputs are int tokens (batch, length) and the encoder is an embedding;
             otherwise inputs are floats (batch, length, d_input) and the encoder is linear.
         d_input: features per position of float inputs ((batch, length) is read as d_input = 1).
@@ -183,11 +228,13 @@ class SequenceModel(nnx.Module):
             raise ValueError(f"mixer must be a factory called as mixer(d_model=..., l_max=..., rngs=...) once "
                              f"per layer, e.g. functools.partial(S5, d_state=64), not a built layer; got "
                              f"{type(mixer).__name__}")
-        self.blocks = nnx.List([
-            SequenceBlock(self.d_model, mixer(d_model=self.d_model, l_max=l_max, rngs=rngs),
-                          prenorm=prenorm, glu=glu, dropout=dropout, gate=gate, short_conv=short_conv,
-                          rngs=rngs)
-            for _ in range(self.n_layers)])
+        blocks = []
+        for _ in range(self.n_layers):
+            layer = mixer(d_model=self.d_model, l_max=l_max, rngs=rngs)
+            check_mixer(layer, mixer)
+            blocks.append(SequenceBlock(self.d_model, layer, prenorm=prenorm, glu=glu, dropout=dropout, gate=gate,
+                                        short_conv=short_conv, rngs=rngs))
+        self.blocks = nnx.List(blocks)
         self.final_norm = nnx.LayerNorm(self.d_model, rngs=rngs) if self.prenorm else None
         self.decoder = nnx.Linear(self.d_model, self.d_output, rngs=rngs)
 

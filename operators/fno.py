@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from operators.spectral import SpectralConv, _axes_str, check_modes_fit
+from operators.spectral import SpectralConv, check_modes_fit, spatial_axes_str
 
 __all__ = ["FNO", "gelu", "grid_coordinates", "pad_cells"]
 
@@ -135,7 +135,7 @@ class FNO(nnx.Module):
         d = len(self.modes)
         if a.ndim != d + 2:
             raise ValueError(
-                f"FNO input must be (batch, {_axes_str(d)}, in_channels), i.e. rank {d + 2}, for "
+                f"FNO input must be (batch, {spatial_axes_str(d)}, in_channels), i.e. rank {d + 2}, for "
                 f"modes={self.modes}; got shape {tuple(a.shape)} (rank {a.ndim}). If the data has "
                 f"{a.ndim - 2} spatial axes, give one mode count per axis (e.g. modes={[16] * max(a.ndim - 2, 1)}, "
                 f"model.modes in a config); otherwise add the missing batch or channel axis (a[..., None] "

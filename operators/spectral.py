@@ -32,6 +32,9 @@ __all__ = [
     "choose_impl",
     "dft_matrices",
     "kept_frequencies",
+    "as_complex",
+    "as_real",
+    "spatial_axes_str",
 ]
 
 IMPLS = ("auto", "fft", "dft")
@@ -42,7 +45,7 @@ _DFT_MAX_KEPT = 256
 _SPATIAL_LETTERS = "xyz"
 
 
-def _axes_str(d: int) -> str:
+def spatial_axes_str(d: int) -> str:
     """``"n1, n2"`` for d=2: names of the spatial axes in error messages."""
     return ", ".join(f"n{j + 1}" for j in range(d))
 
@@ -95,7 +98,7 @@ def _check_conv_inputs(x: jax.Array, weight_shape: Sequence[int], modes: tuple[i
         raise ValueError(f"spectral_conv supports 1, 2 or 3 spatial axes; got modes={modes} ({d} axes)")
     if x.ndim != d + 2:
         raise ValueError(
-            f"x must be (batch, {_axes_str(d)}, in_channels), i.e. rank {d + 2}, for modes={modes}; "
+            f"x must be (batch, {spatial_axes_str(d)}, in_channels), i.e. rank {d + 2}, for modes={modes}; "
             f"got shape {tuple(x.shape)} (rank {x.ndim}); add a batch axis / channel axis or fix modes"
         )
     n_corners = 2 ** (d - 1)
@@ -410,9 +413,14 @@ def choose_impl(
     return "dft" if max(fractions) <= _CPU_DFT_MAX_FRACTION else "fft"
 
 
-def _as_complex(weight: jax.Array) -> jax.Array:
+def as_complex(weight: jax.Array) -> jax.Array:
     """``(..., 2)`` real storage -> complex ``(...)`` with real part ``[..., 0]``, imaginary ``[..., 1]``."""
     return jax.lax.complex(weight[..., 0], weight[..., 1])
+
+
+def as_real(z: jax.Array) -> jax.Array:
+    """Complex ``(...)`` -> ``(..., 2)`` real storage (real, imaginary): the inverse of :func:`as_complex`."""
+    return jnp.stack([jnp.real(z), jnp.imag(z)], axis=-1)
 
 
 class SpectralConv(nnx.Module):
@@ -467,4 +475,4 @@ class SpectralConv(nnx.Module):
         if choose_impl(self.impl, x.shape[1:-1], self.modes, self.compute_dtype) == "dft":
             return spectral_conv_dft(x, weight[..., 0], weight[..., 1], self.modes,
                                      compute_dtype=self.compute_dtype, _checked=True)
-        return _spectral_conv_fft(x, _as_complex(weight), self.modes, precision=None)
+        return _spectral_conv_fft(x, as_complex(weight), self.modes, precision=None)

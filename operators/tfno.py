@@ -2,7 +2,7 @@
 
 Kossaifi, Kovachki, Azizzadenesheli, Anandkumar, "Multi-Grid Tensorized Fourier Neural Operator for
 High-Resolution PDEs", TMLR 2024 (arXiv 2310.00120); ``neuralop.models.TFNO`` =
-``FNO(factorization="tucker", rank=0.1)`` of neuraloperator/neuraloperator (reference/operators.md 1.2).
+``FNO(factorization="tucker", rank=0.1)`` of neuraloperator/neuraloperator (``neuralop/models/fno.py:TFNO``).
 
 The kept spectral weight of one layer is one complex tensor of shape
 ``S = (in, out, 2 m_1, .., 2 m_{d-1}, m_d)`` (both signs of the frequency on every axis but the
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from operators.fno import FNO
-from operators.spectral import _as_complex, check_modes_fit, corner_slices, spectral_conv
+from operators.spectral import as_complex, as_real, check_modes_fit, corner_slices, spectral_conv
 
 __all__ = ["TFNO", "TuckerSpectralConv", "tucker_ranks", "tucker_to_dense", "tucker_from_dense",
            "dense_to_corners", "corners_to_dense"]
@@ -176,13 +176,12 @@ class TuckerSpectralConv(nnx.Module):
         """The Tucker layer of a dense corner weight ``(2^(d-1), in, out, *modes)`` (complex) by HOSVD."""
         layer = cls(weight.shape[1], weight.shape[2], modes, rank, implementation, rngs=nnx.Rngs(0))
         core, factors = tucker_from_dense(corners_to_dense(weight, layer.modes), layer.ranks)
-        real = lambda z: jnp.stack([z.real, z.imag], axis=-1)  # noqa: E731
-        layer.core = nnx.Param(real(core))
-        layer.factors = nnx.List([nnx.Param(real(u)) for u in factors])
+        layer.core = nnx.Param(as_real(core))
+        layer.factors = nnx.List([nnx.Param(as_real(u)) for u in factors])
         return layer
 
     def complex_parts(self) -> tuple[jax.Array, list[jax.Array]]:
-        return _as_complex(self.core[...]), [_as_complex(f[...]) for f in self.factors]
+        return as_complex(self.core[...]), [as_complex(f[...]) for f in self.factors]
 
     def dense_weight(self) -> jax.Array:
         """The reconstructed corner weight ``(2^(d-1), in, out, *modes)`` (complex)."""

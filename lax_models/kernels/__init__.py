@@ -17,8 +17,9 @@ differentiate a ``pallas_call``), and an ``impl`` switch:
 
 Targets (what the kernels are written and lowering-tested for): **jax / jaxlib 0.10.2**; on GPU the
 **Triton** backend of Pallas (``jax.experimental.pallas.triton.CompilerParams``), because the default
-Mosaic GPU lowering of ``pallas_call`` in 0.10.2 has no ``dot_general`` with lane semantics (the
-reference notes, section 3.3); on TPU **Mosaic TPU**. No complex numbers or FFTs inside a kernel (no
+Mosaic GPU lowering of ``pallas_call`` in 0.10.2 has no ``dot_general`` with lane semantics (found by
+lowering the Monarch DFT-as-matmul body for ``"cuda"`` without Triton compiler parameters); on TPU
+**Mosaic TPU**. No complex numbers or FFTs inside a kernel (no
 Pallas backend has them): real and imaginary parts are separate arrays, DFTs are matmuls. The tests
 lower every kernel for ``"tpu"`` and ``"cuda"`` on a CPU-only machine
 (``jax.jit(f).trace(...).lower(lowering_platforms=...)``), so a kernel that would not lower there fails

@@ -31,10 +31,11 @@ the reference code does the same with ``diagonalize_precision=True``); models ca
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 import numpy as np
+
+from lax_models.ssm.common import single_threaded_blas
 
 __all__ = [
     "MEASURES",
@@ -48,20 +49,6 @@ __all__ = [
 ]
 
 MEASURES = ("legs", "legt", "lagt")
-
-
-def single_threaded_blas():
-    """Context limiting NumPy's BLAS/LAPACK to one thread when ``threadpoolctl`` is installed.
-
-    The eigendecompositions here are small (N <= a few hundred), where multithreaded LAPACK gains
-    nothing and, on a busy machine, loses badly (measured on 2 contended cores: a 256 x 256 ``eigh``
-    11 s instead of 0.02 s; a 64 x 64 SVD 60 ms instead of 0.6 ms). Results are the same either way.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional dependency: only slower without it
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1)
 
 
 def _check_size(N: int, *, even: bool) -> int:

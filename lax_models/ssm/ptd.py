@@ -1,4 +1,4 @@
-"""Perturb-then-diagonalize (PTD): a well-conditioned diagonalisation of HiPPO-LegS, and S4-PTD.
+"""Perturb-then-diagonalize (PTD): a well-conditioned diagonalisation of HiPPO-LegS (S4-PTD, S5-PTD).
 
 Yu, Nigmetov, Morozov, Mahoney, Erichson, "Robustifying State-space Models for Long Sequences via
 Approximate Diagonalization", ICLR 2024, arXiv:2310.01698, Section 4. HiPPO-LegS ``A`` is non-normal:
@@ -44,8 +44,10 @@ ours. Our choices (each one documented, none from a reference implementation):
 * Default ``gamma = 1000``: at N = 64 the solve gives cond(V) ~ 16 at ||E||/||A|| ~ 0.014 (the
   paper's ablation finds ||E||/||A|| in 1e-2..1 works best); larger gamma = smaller E, larger cond.
 
-The solve is done once per (N, settings) and cached as data (``ptd_legs-<hash>.npz`` via
-:func:`operators.pde.store.cached_arrays`): ``Lambda``, ``V``, ``Vinv``, ``E`` and the diagnostics.
+The solve of HiPPO-LegS (:func:`ptd_legs`) is done once per process and (N, settings) and kept in
+memory (``functools.lru_cache``; about 2 s at N = 64 on one contended core, 0.2 s at N = 16); nothing
+is written to disk. S4-PTD is ``S4D(init="ptd")`` (:mod:`lax_models.ssm.s4d`), S5-PTD
+``S5(init="ptd")`` (:mod:`lax_models.ssm.s5`).
 
 Conventions of the returned eigendecomposition (:func:`ptd_init`, stable API used by S5-PTD): entries
 ``0..N/2-1`` hold one eigenvalue of each conjugate pair (Im < 0, sorted by imaginary part), entry
@@ -56,18 +58,16 @@ conjugate-symmetric half form (output 2 Re(...)).
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import time
 from typing import NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
-from flax import nnx
 
-from lax_models.ssm.hippo import hippo_matrices, single_threaded_blas
-from lax_models.ssm.s4d import S4D
+from lax_models.ssm.common import single_threaded_blas
+from lax_models.ssm.hippo import hippo_matrices
 
 __all__ = [
     "DEFAULT_GAMMA",
@@ -80,7 +80,6 @@ __all__ = [
     "perturb_then_diagonalize",
     "ptd_legs",
     "ptd_init",
-    "S4PTD",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,8 +88,6 @@ DEFAULT_GAMMA = 1000.0
 DEFAULT_MAXITER = 100
 DEFAULT_START_SCALE = 0.03
 DEFAULT_PAIR_BARRIER = 0.1
-DEFAULT_CACHE_DIR = ".cache/neural_lax"
-_SOLVER_VERSION = 2  # bump when the solver's output for the same settings changes
 _INFEASIBLE = 1e12  # added to the objective where A + E has a real eigenvalue
 
 
@@ -286,8 +283,27 @@ def _solve(A: np.ndarray, gamma: float, maxiter: int, start_scale: float, tau: f
 
 
 # ----------------------------------------------------------------------------------------------
-# Cached HiPPO-LegS solve and the stable initialisation API
+# The HiPPO-LegS solve, once per process and settings, and the stable initialisation API
 # ----------------------------------------------------------------------------------------------
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a = np.array(a)  # own copy
+    a.setflags(write=False)  # shared by every caller of the cached solve
+    return a
+
+
+@functools.lru_cache(maxsize=32)
+def _solve_legs(N: int, gamma: float, maxiter: int, start_scale: float, pair_barrier: float) -> PTDResult:
+    """The solve behind :func:`ptd_legs` (arguments normalised there), arrays read-only."""
+    A, _ = hippo_matrices("legs", N)
+    start = time.perf_counter()
+    r = perturb_then_diagonalize(A, gamma=gamma, maxiter=maxiter, start_scale=start_scale, pair_barrier=pair_barrier)
+    logger.info(
+        "PTD of HiPPO-LegS N=%d: cond(V)=%.3g, ||E||/||A||=%.3g, %d iterations, %.1f s",
+        N, r.cond_V, r.rel_norm_E, r.iterations, time.perf_counter() - start,
+    )
+    return r._replace(Lambda=_read_only(r.Lambda), V=_read_only(r.V), Vinv=_read_only(r.Vinv), E=_read_only(r.E))
+
+
 def ptd_legs(
     N: int,
     *,
@@ -295,42 +311,15 @@ def ptd_legs(
     maxiter: int = DEFAULT_MAXITER,
     start_scale: float = DEFAULT_START_SCALE,
     pair_barrier: float = DEFAULT_PAIR_BARRIER,
-    cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
 ) -> PTDResult:
-    """PTD of HiPPO-LegS of size N, read from / written to the cache in ``cache_dir`` (None: no cache)."""
+    """PTD of HiPPO-LegS of size N (:func:`perturb_then_diagonalize` of ``hippo_matrices("legs", N)``).
+
+    Solved once per process and settings (an in-memory cache of the last 32); the arrays of the result
+    are shared between callers and read-only (copy them to modify).
+    """
     if int(N) != N or N < 2 or N % 2:
         raise ValueError(f"PTD state size N must be an even integer >= 2; got {N!r}")
-    N = int(N)
-    A, _ = hippo_matrices("legs", N)
-
-    def generate() -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        r = perturb_then_diagonalize(
-            A, gamma=gamma, maxiter=maxiter, start_scale=start_scale, pair_barrier=pair_barrier
-        )
-        logger.info(
-            "PTD of HiPPO-LegS N=%d: cond(V)=%.3g, ||E||/||A||=%.3g, %d iterations, %.1f s",
-            N, r.cond_V, r.rel_norm_E, r.iterations, time.perf_counter() - start,
-        )
-        return {k: np.asarray(v) for k, v in r._asdict().items()}
-
-    if cache_dir is None:
-        arrays = generate()
-    else:
-        from operators.pde.store import cached_arrays  # the repository's atomic .npz cache
-
-        config = {
-            "measure": "legs", "N": N, "gamma": float(gamma), "maxiter": int(maxiter),
-            "start_scale": float(start_scale), "pair_barrier": float(pair_barrier),
-            "perturbation": "skew-symmetric",
-            "objective": "cond2(V) + gamma * ||E||_2 / ||A||_2 + sum (pair_barrier / Im lambda)^2 / 2",
-        }
-        arrays = cached_arrays("ptd_legs", config, generate, cache_dir, version=_SOLVER_VERSION)
-    return PTDResult(
-        Lambda=arrays["Lambda"], V=arrays["V"], Vinv=arrays["Vinv"], E=arrays["E"],
-        cond_V=float(arrays["cond_V"]), norm_E=float(arrays["norm_E"]),
-        rel_norm_E=float(arrays["rel_norm_E"]), iterations=int(arrays["iterations"]),
-    )
+    return _solve_legs(int(N), float(gamma), int(maxiter), float(start_scale), float(pair_barrier))
 
 
 def ptd_init(
@@ -338,50 +327,20 @@ def ptd_init(
     *,
     gamma: float = DEFAULT_GAMMA,
     maxiter: int = DEFAULT_MAXITER,
-    cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(Lambda, V, Vinv)`` of the PTD of HiPPO-LegS of size N: ``A_legs + E = V diag(Lambda) Vinv``.
 
-    Stable API (S5-PTD uses it): complex128 NumPy arrays ``Lambda`` (N,), ``V`` (N, N) with unit-norm
-    columns, ``Vinv`` (N, N). Entries ``[:N/2]`` are one eigenvalue of each conjugate pair (Im < 0,
-    by imaginary part), ``[N/2 + k]`` the conjugate of ``[k]`` (columns of V likewise), so
-    ``Lambda[:N/2], V[:, :N/2], Vinv[:N/2]`` is the conjugate-symmetric half form. Every
-    ``Re Lambda <= -1/2``. For an S5/S4D init use ``B~ = Vinv @ B`` and ``C~ = C @ V``.
+    Stable API (S4D and S5 use it for ``init="ptd"``): complex128 NumPy arrays ``Lambda`` (N,),
+    ``V`` (N, N) with unit-norm columns, ``Vinv`` (N, N), read-only (see :func:`ptd_legs`). Entries
+    ``[:N/2]`` are one eigenvalue of each conjugate pair (Im < 0, by imaginary part), ``[N/2 + k]``
+    the conjugate of ``[k]`` (columns of V likewise), so ``Lambda[:N/2], V[:, :N/2], Vinv[:N/2]`` is
+    the conjugate-symmetric half form. Every ``Re Lambda <= -1/2``. For an S5/S4D init use
+    ``B~ = Vinv @ B`` and ``C~ = C @ V``.
 
     Args:
       N: state size (even).
       gamma: weight of ``||E||_2 / ||A||_2`` in the objective (default 1000).
       maxiter: L-BFGS iterations (default 100).
-      cache_dir: cache directory (default ``.cache/neural_lax``); ``None`` solves without caching.
     """
-    r = ptd_legs(N, gamma=gamma, maxiter=maxiter, cache_dir=cache_dir)
+    r = ptd_legs(N, gamma=gamma, maxiter=maxiter)
     return r.Lambda, r.V, r.Vinv
-
-
-class S4PTD(S4D):
-    """S4-PTD: :class:`lax_models.ssm.s4d.S4D` initialised from the PTD of HiPPO-LegS (``init="ptd"``).
-
-    ``Lambda`` and ``B~ = V^{-1} B`` come from :func:`ptd_init` with N = ``d_state`` (cached in
-    ``cache_dir``); everything else is S4D.
-    """
-
-    def __init__(
-        self,
-        d_model: int,
-        d_state: int = 64,
-        l_max: int | None = None,
-        discretization: str = "zoh",
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        bidirectional: bool = False,
-        ptd_gamma: float = DEFAULT_GAMMA,
-        cache_dir: str = DEFAULT_CACHE_DIR,
-        param_dtype: jnp.dtype = jnp.float32,
-        *,
-        rngs: nnx.Rngs,
-    ) -> None:
-        super().__init__(
-            d_model, d_state, l_max, discretization=discretization, init="ptd", dt_min=dt_min,
-            dt_max=dt_max, bidirectional=bidirectional, ptd_gamma=ptd_gamma, cache_dir=cache_dir,
-            param_dtype=param_dtype, rngs=rngs,
-        )

@@ -36,7 +36,6 @@ of 2 (real, imaginary).
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +43,14 @@ import numpy as np
 from flax import nnx
 
 from lax_models.ssm import SSMParam
+from lax_models.ssm.common import (
+    as_complex,
+    as_real,
+    check_sequence_input,
+    complex_dtype,
+    init_dt_C_D,
+    ssm_convolution,
+)
 from lax_models.ssm.hippo import dplr
 
 __all__ = [
@@ -53,106 +60,16 @@ __all__ = [
     "dplr_step",
     "dplr_c_tilde",
     "dplr_c_from_c_tilde",
-    "ssm_convolution",
-    "as_complex",
     "conj_pair",
 ]
 
 
 # ----------------------------------------------------------------------------------------------
-# Small helpers shared with S4D
+# Conjugate-symmetric half form
 # ----------------------------------------------------------------------------------------------
-def as_complex(weight: jax.Array) -> jax.Array:
-    """``(..., 2)`` real storage -> complex ``(...)`` (real part ``[..., 0]``, imaginary ``[..., 1]``)."""
-    return jax.lax.complex(weight[..., 0], weight[..., 1])
-
-
-def _as_real(z: np.ndarray, dtype) -> jax.Array:
-    """Complex NumPy array -> ``(..., 2)`` real storage in ``dtype``."""
-    return jnp.asarray(np.stack([np.real(z), np.imag(z)], axis=-1), dtype=dtype)
-
-
 def conj_pair(v: jax.Array) -> jax.Array:
     """Half-form ``(..., N/2)`` -> full conjugate-symmetric ``(..., N)``: ``[v, conj(v)]``."""
     return jnp.concatenate([v, jnp.conj(v)], axis=-1)
-
-
-def _complex_dtype(dtype) -> jnp.dtype:
-    return jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
-
-
-def check_sequence_input(x: jax.Array, d_model: int, name: str) -> None:
-    """Raise a clear ``ValueError`` unless ``x`` is ``(batch, length, d_model)`` and real."""
-    if x.ndim != 3:
-        raise ValueError(
-            f"{name} expects (batch, length, d_model={d_model}), rank 3; got shape {tuple(x.shape)}; "
-            f"add the batch axis (x[None]) or the channel axis (x[..., None])"
-        )
-    if x.shape[-1] != d_model:
-        raise ValueError(
-            f"{name} was built for d_model={d_model} channels (last axis) but got shape "
-            f"{tuple(x.shape)}; inputs are (batch, length, channels)"
-        )
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        raise ValueError(f"{name} expects a real input; got dtype {x.dtype}")
-
-
-@functools.partial(jax.jit, static_argnames=("d_model", "c_shape", "dtype"))
-def _init_random(keys, log_dt_min, log_dt_max, *, d_model, c_shape, dtype):
-    u = jax.random.uniform(keys[0], (d_model,), dtype=dtype)
-    log_dt = log_dt_min + u * (log_dt_max - log_dt_min)
-    C = jax.random.normal(keys[1], (*c_shape, 2), dtype=dtype) * math.sqrt(0.5)
-    D = jax.random.normal(keys[2], (d_model,), dtype=dtype)
-    return log_dt, C, D
-
-
-def init_dt_C_D(
-    rngs: nnx.Rngs, d_model: int, c_shape: tuple[int, ...], dt_min: float, dt_max: float, dtype
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Random initial ``(log_dt (H,), C c_shape + (2,), D (H,))`` as the reference code.
-
-    ``log dt`` uniform in ``[log dt_min, log dt_max)`` (one dt per channel); C standard complex normal
-    CN(0, 1), i.e. each part N(0, 1/2) like ``torch.randn(cfloat)``, stored (..., 2); D ~ N(0, 1).
-    """
-    if not 0 < dt_min <= dt_max:
-        raise ValueError(f"need 0 < dt_min <= dt_max; got dt_min={dt_min}, dt_max={dt_max}")
-    keys = jnp.stack([rngs.params(), rngs.params(), rngs.params()])
-    return _init_random(
-        keys, math.log(dt_min), math.log(dt_max), d_model=int(d_model), c_shape=tuple(c_shape),
-        dtype=jnp.dtype(dtype),
-    )
-
-
-@jax.jit
-def ssm_convolution(u: jax.Array, k: jax.Array, D: jax.Array) -> jax.Array:
-    """``y = K * u + D u`` by FFT with zero padding to 2L (a linear, not circular, convolution).
-
-    Causal (``k``: (channels, L)): ``y_i = sum_{j<=i} k[i-j] u_j + D u_i``.
-    Bidirectional (``k``: (2, channels, L), forward then backward kernel):
-    ``y_i = sum_{j<=i} k0[i-j] u_j + sum_{j>=i} k1[j-i] u_j + D u_i``: the backward kernel is applied to
-    the reversed sequence exactly (the reference code shifts it by one step, deliberately; we do not).
-
-    Args:
-      u: ``(batch, L, channels)`` real.
-      k: ``(channels, L)`` or ``(2, channels, L)`` real.
-      D: ``(channels,)`` skip.
-
-    Returns:
-      ``(batch, L, channels)``.
-    """
-    L = u.shape[1]
-    if k.ndim == 3:
-        fwd, bwd = k[0], k[1]  # (channels, L) each
-        # circular kernel of length 2L: index m >= 0 -> fwd[m]; index 2L - m (m = 1..L-1) -> bwd[m]
-        k = jnp.concatenate(
-            [fwd.at[:, 0].add(bwd[:, 0]), jnp.zeros_like(fwd[:, :1]), jnp.flip(bwd[:, 1:], axis=-1)],
-            axis=-1,
-        )  # (channels, 2L)
-    n_fft = 2 * L
-    u_f = jnp.fft.rfft(u, n=n_fft, axis=1)  # (batch, L + 1, channels)
-    k_f = jnp.fft.rfft(k, n=n_fft, axis=-1)  # (channels, L + 1)
-    y = jnp.fft.irfft(u_f * k_f.T[None], n=n_fft, axis=1)[:, :L]  # (batch, L, channels)
-    return (y + u * D).astype(u.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,8 +256,8 @@ class S4(nnx.Module):
         self.log_dt = SSMParam(log_dt)  # (H,)
         self.Lambda_re_log = SSMParam(jnp.asarray(np.log(-tile(init.Lambda.real)), dtype=param_dtype))
         self.Lambda_im = SSMParam(jnp.asarray(tile(init.Lambda.imag), dtype=param_dtype))
-        self.P = SSMParam(_as_real(tile(init.P[0]), param_dtype))  # (H, N2, 2)
-        self.B = SSMParam(_as_real(tile(init.B), param_dtype))  # (H, N2, 2)
+        self.P = SSMParam(as_real(tile(init.P[0]), param_dtype))  # (H, N2, 2)
+        self.B = SSMParam(as_real(tile(init.B), param_dtype))  # (H, N2, 2)
         self.C = nnx.Param(C)  # (n_dir, H, N2, 2): a regular parameter, as in state-spaces/s4
         self.D = nnx.Param(D)  # (H,)
 
@@ -388,7 +305,7 @@ class S4(nnx.Module):
     def init_state(self, batch_size: int) -> jax.Array:
         """Zero state ``(batch, H, N2)`` complex."""
         self._check_causal()
-        cdtype = _complex_dtype(self.log_dt[...].dtype)
+        cdtype = complex_dtype(self.log_dt[...].dtype)
         return jnp.zeros((batch_size, self.d_model, self.d_state // 2), dtype=cdtype)
 
     def step(self, state: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -22,8 +22,8 @@ Initialisations of ``Lambda`` (n = 0..N/2-1, Re Lambda = -1/2 unless stated, Im 
 * ``"legs"`` (S4D-LegS): the eigenvalues of the normal part of HiPPO-LegS and ``B~ = V^* B`` (with
   ``Im B~`` clipped to +-2, and not halved, as the reference code);
 * ``"ptd"`` (S4-PTD, Yu et al. 2024, arXiv:2310.01698): the eigenvalues of the perturbed HiPPO-LegS
-  ``A + E = V Lambda V^{-1}`` and ``B~ = V^{-1} B`` from :func:`lax_models.ssm.ptd.ptd_init` (a cached
-  solve); Re Lambda <= -1/2 but not constant.
+  ``A + E = V Lambda V^{-1}`` and ``B~ = V^{-1} B`` from :func:`lax_models.ssm.ptd.ptd_init` (solved once
+  per process and settings); Re Lambda <= -1/2 but not constant.
 """
 
 from __future__ import annotations
@@ -39,34 +39,28 @@ from lax_models.kernels import IMPLS, resolve_impl
 from lax_models.kernels.fftconv import fft_conv
 from lax_models.kernels.scan import linear_scan
 from lax_models.ssm import SSMParam
-from lax_models.ssm.hippo import dplr, hippo_matrices
-from lax_models.ssm.s4 import (
-    _as_real,
-    _complex_dtype,
+from lax_models.ssm.common import (
+    DISCRETIZATIONS,
     as_complex,
+    as_real,
     check_sequence_input,
+    complex_dtype,
+    discretize,
     init_dt_C_D,
     ssm_convolution,
 )
+from lax_models.ssm.hippo import dplr, hippo_matrices
+from lax_models.ssm.ptd import DEFAULT_GAMMA, ptd_init
 
 __all__ = ["S4D", "INITS", "DISCRETIZATIONS", "s4d_init", "discretize_diagonal", "vandermonde_kernel"]
 
 INITS = ("lin", "inv", "legs", "ptd")
-DISCRETIZATIONS = ("zoh", "bilinear")
-
-DEFAULT_CACHE_DIR = ".cache/neural_lax"
 
 
-def s4d_init(
-    init: str,
-    N: int,
-    *,
-    ptd_gamma: float | None = None,
-    cache_dir: str = DEFAULT_CACHE_DIR,
-) -> tuple[np.ndarray, np.ndarray]:
+def s4d_init(init: str, N: int, *, ptd_gamma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Initial ``(Lambda, B)``, complex128 ``(N/2,)`` each, for state size N (even); see module docstring.
 
-    ``ptd_gamma`` / ``cache_dir`` only matter for ``init="ptd"`` (``None``: the PTD default gamma).
+    ``ptd_gamma`` only matters for ``init="ptd"`` (``None``: the PTD default gamma).
     """
     if init not in INITS:
         raise ValueError(f"unknown S4D init {init!r}; choose one of {INITS}")
@@ -80,10 +74,8 @@ def s4d_init(
     if init == "legs":
         d = dplr("legs", N, conj_sym=True, B_clip=2.0)
         return d.Lambda, d.B
-    from lax_models.ssm.ptd import DEFAULT_GAMMA, ptd_init  # late import: ptd imports this module
-
     gamma = DEFAULT_GAMMA if ptd_gamma is None else float(ptd_gamma)
-    Lambda, _, Vinv = ptd_init(N, gamma=gamma, cache_dir=cache_dir)
+    Lambda, _, Vinv = ptd_init(N, gamma=gamma)
     _, B_hippo = hippo_matrices("legs", N)
     return Lambda[: N // 2], Vinv[: N // 2] @ B_hippo  # first half: one of each conjugate pair
 
@@ -96,15 +88,10 @@ def discretize_diagonal(
 
     ``log Lambda_bar`` is ``dt Lambda`` exactly for ZOH (any branch works for the Vandermonde powers).
     """
-    dtA = Lambda * jnp.asarray(dt)[..., None]  # (..., N2)
-    if method == "zoh":
-        Lambda_bar = jnp.exp(dtA)
-        return dtA, Lambda_bar, (Lambda_bar - 1.0) / Lambda * B
-    if method == "bilinear":
-        denom = 1.0 - dtA / 2
-        Lambda_bar = (1.0 + dtA / 2) / denom
-        return jnp.log(Lambda_bar), Lambda_bar, jnp.asarray(dt)[..., None] / denom * B
-    raise ValueError(f"unknown discretization {method!r}; choose one of {DISCRETIZATIONS}")
+    dt = jnp.asarray(dt)[..., None]  # (..., 1): one step per channel
+    Lambda_bar, B_scale = discretize(Lambda, dt, method)  # (..., N2) each
+    log_Lambda_bar = Lambda * dt if method == "zoh" else jnp.log(Lambda_bar)
+    return log_Lambda_bar, Lambda_bar, B_scale * B
 
 
 @functools.partial(jax.jit, static_argnames="L")
@@ -132,8 +119,8 @@ class S4D(nnx.Module):
     built for the length of each call. ``bidirectional=True`` adds a backward C (shared Lambda, B, dt)
     and disables ``step``.
 
-    ``init="ptd"`` (S4-PTD) reads or computes the cached PTD solve for ``N = d_state`` in
-    ``cache_dir`` with weight ``ptd_gamma`` (see :mod:`lax_models.ssm.ptd`).
+    ``init="ptd"`` is S4-PTD: the PTD solve for ``N = d_state`` with weight ``ptd_gamma`` (see
+    :mod:`lax_models.ssm.ptd`; solved once per process and settings).
 
     ``impl`` ("auto" | "xla" | "pallas"): how the convolution of ``__call__`` and the scan of
     :meth:`recurrent` run: XLA (``jnp.fft``, ``jax.lax.associative_scan``) or the Pallas kernels of
@@ -151,7 +138,6 @@ class S4D(nnx.Module):
         dt_max: float = 1e-1,
         bidirectional: bool = False,
         ptd_gamma: float | None = None,
-        cache_dir: str = DEFAULT_CACHE_DIR,
         param_dtype: jnp.dtype = jnp.float32,
         impl: str = "auto",
         *,
@@ -170,14 +156,14 @@ class S4D(nnx.Module):
         self.init = init
         self.bidirectional = bool(bidirectional)
         H, N2 = self.d_model, self.d_state // 2
-        Lambda, B = s4d_init(init, self.d_state, ptd_gamma=ptd_gamma, cache_dir=cache_dir)  # (N2,) each
+        Lambda, B = s4d_init(init, self.d_state, ptd_gamma=ptd_gamma)  # (N2,) each
         tile = lambda z: np.broadcast_to(z, (H, N2))  # noqa: E731  (H, N2): same init per channel
         n_dir = 2 if self.bidirectional else 1
         log_dt, C, D = init_dt_C_D(rngs, H, (n_dir, H, N2), dt_min, dt_max, param_dtype)
         self.log_dt = SSMParam(log_dt)  # (H,)
         self.Lambda_re_log = SSMParam(jnp.asarray(np.log(-tile(Lambda.real)), dtype=param_dtype))
         self.Lambda_im = SSMParam(jnp.asarray(tile(Lambda.imag), dtype=param_dtype))
-        self.B = SSMParam(_as_real(tile(B), param_dtype))  # (H, N2, 2)
+        self.B = SSMParam(as_real(tile(B), param_dtype))  # (H, N2, 2)
         self.C = nnx.Param(C)  # (n_dir, H, N2, 2): a regular parameter, as in state-spaces/s4
         self.D = nnx.Param(D)  # (H,)
 
@@ -229,7 +215,7 @@ class S4D(nnx.Module):
     def init_state(self, batch_size: int) -> jax.Array:
         """Zero state ``(batch, H, N2)`` complex."""
         self._check_causal()
-        cdtype = _complex_dtype(self.log_dt[...].dtype)
+        cdtype = complex_dtype(self.log_dt[...].dtype)
         return jnp.zeros((batch_size, self.d_model, self.d_state // 2), dtype=cdtype)
 
     def step(self, state: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:

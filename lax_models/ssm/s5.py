@@ -43,10 +43,11 @@ from flax import nnx
 from lax_models.kernels import IMPLS, resolve_impl
 from lax_models.kernels.scan import linear_scan
 from lax_models.ssm import SSMParam
+from lax_models.ssm.common import DISCRETIZATIONS, as_complex, as_real, discretize
 from lax_models.ssm.hippo import dplr
+from lax_models.ssm.ptd import DEFAULT_GAMMA, ptd_init
 
-__all__ = ["S5", "initial_draws", "discretize_zoh", "discretize_bilinear", "linear_recurrence_scan",
-           "conjugate_half"]
+__all__ = ["S5", "initial_draws", "linear_recurrence_scan", "conjugate_half"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,23 +69,6 @@ def conjugate_half(lam: np.ndarray, v: np.ndarray, vinv: np.ndarray) -> tuple[np
                          f"eigenvalues, {int(np.sum(np.abs(lam.imag) <= 1e-9 * scale))} of them real; "
                          f"use conj_sym=False for this initialisation")
     return lam[keep], v[:, keep], vinv[keep, :]
-
-
-def discretize_zoh(lam: jax.Array, b_tilde: jax.Array, dt: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Zero-order hold of a diagonal system: ``Lambda_bar = exp(Lambda dt)``,
-    ``B_bar = Lambda^{-1} (Lambda_bar - 1) B~`` (row p scaled by its own ``dt_p``).
-
-    ``lam``: (P,) complex, ``b_tilde``: (P, H) complex, ``dt``: (P,) real -> (P,), (P, H).
-    """
-    lam_bar = jnp.exp(lam * dt)
-    return lam_bar, ((lam_bar - 1.0) / lam)[:, None] * b_tilde
-
-
-def discretize_bilinear(lam: jax.Array, b_tilde: jax.Array, dt: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Bilinear (Tustin) transform: ``Lambda_bar = (1 + dt/2 Lambda) / (1 - dt/2 Lambda)``,
-    ``B_bar = dt / (1 - dt/2 Lambda) B~``. Shapes as :func:`discretize_zoh`."""
-    inv = 1.0 / (1.0 - 0.5 * dt * lam)
-    return inv * (1.0 + 0.5 * dt * lam), (inv * dt)[:, None] * b_tilde
 
 
 def _combine(earlier, later):
@@ -152,15 +136,6 @@ def seed_from_key(key: jax.Array) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # The layer
 # ----------------------------------------------------------------------------------------------
-def _as_complex(w: jax.Array) -> jax.Array:
-    """A complex array stored as reals with a trailing axis of 2."""
-    return jax.lax.complex(w[..., 0], w[..., 1])
-
-
-def _stack_complex(z: np.ndarray) -> np.ndarray:
-    return np.stack([z.real, z.imag], axis=-1).astype(np.float32)
-
-
 class S5(nnx.Module):
     """The S5 SSM: (batch, length, d_model) -> (batch, length, d_model), without the pointwise
     activation and residual (the sequence block of :mod:`lax_models.sequence` adds those).
@@ -186,8 +161,8 @@ class S5(nnx.Module):
         clip_eigs: use min(Re Lambda, -1e-4) so every mode decays (recommended by the reference for
             autoregressive use and unbounded lengths).
         step_rescale: multiply every timescale (zero-shot change of the sampling rate).
-        ptd_gamma, cache_dir: for ``init="ptd"`` only: the weight of ||E|| in the PTD objective (None:
-            the solver's default) and where the solve is cached (as :class:`~lax_models.ssm.s4d.S4D`).
+        ptd_gamma: for ``init="ptd"`` only: the weight of ||E|| in the PTD objective (None: the
+            solver's default; solved once per process and settings, as for :class:`~lax_models.ssm.s4d.S4D`).
         impl: how the parallel mode runs the recurrence: "xla" (``jax.lax.associative_scan``),
             "pallas" (the chunked scan kernel of :mod:`lax_models.kernels.scan`; interpret mode on
             CPU) or "auto" (Pallas on GPU / TPU, XLA on CPU).
@@ -214,7 +189,6 @@ class S5(nnx.Module):
         clip_eigs: bool = False,
         step_rescale: float = 1.0,
         ptd_gamma: float | None = None,
-        cache_dir: str = ".cache/neural_lax",
         impl: Literal["auto", "xla", "pallas"] = "auto",
         *,
         rngs: nnx.Rngs,
@@ -237,7 +211,7 @@ class S5(nnx.Module):
             raise ValueError(f"S5 init must be 'hippo' or 'ptd'; got {init!r}")
         if C_init not in ("trunc_standard_normal", "lecun_normal", "complex_normal"):
             raise ValueError(f"C_init must be trunc_standard_normal, lecun_normal or complex_normal; got {C_init!r}")
-        if discretization not in ("zoh", "bilinear"):
+        if discretization not in DISCRETIZATIONS:
             raise ValueError(f"discretization must be 'zoh' or 'bilinear'; got {discretization!r}")
         self.d_model, self.d_state, self.blocks = d_model, d_state, blocks
         self.l_max = l_max
@@ -250,12 +224,9 @@ class S5(nnx.Module):
             normal_part = dplr("legs", block, conj_sym=False, B_clip=None)
             lam, v = normal_part.Lambda, normal_part.V
             vinv = v.conj().T
-        else:  # A_legs + E = V diag(Lambda) V^{-1} (lax_models.ssm.ptd, cached solve)
-            from lax_models.ssm.ptd import DEFAULT_GAMMA, ptd_init  # lazily: the PTD solver is optional
-
+        else:  # A_legs + E = V diag(Lambda) V^{-1} (lax_models.ssm.ptd, solved once per process)
             gamma = DEFAULT_GAMMA if ptd_gamma is None else float(ptd_gamma)
-            lam, v, vinv = (np.asarray(a, dtype=np.complex128)
-                            for a in ptd_init(block, gamma=gamma, cache_dir=cache_dir))
+            lam, v, vinv = (np.asarray(a, dtype=np.complex128) for a in ptd_init(block, gamma=gamma))
         if conj_sym:
             lam, v, vinv = conjugate_half(lam, v, vinv)                # (b,), (block, b), (b, block)
         lam = np.tile(lam, blocks)                                     # (P',)
@@ -266,19 +237,19 @@ class S5(nnx.Module):
         self.Lambda_re = SSMParam(jnp.asarray(lam.real, jnp.float32))
         self.Lambda_im = SSMParam(jnp.asarray(lam.imag, jnp.float32))
         draws = initial_draws(seed_from_key(rngs.params()), d_model, d_state, n_kept, C_init, self.bidirectional)
-        self.B = SSMParam(jnp.asarray(_stack_complex(vinv @ draws["B"])))  # B~ = V^{-1} B: (P', H, 2)
-        self.C = nnx.Param(jnp.asarray(self._c_tilde(draws["C"], v)))      # (H, P', 2)
+        self.B = SSMParam(as_real(vinv @ draws["B"], jnp.float32))  # B~ = V^{-1} B: (P', H, 2)
+        self.C = nnx.Param(self._c_tilde(draws["C"], v))      # (H, P', 2)
         if self.bidirectional:
-            self.C_reverse = nnx.Param(jnp.asarray(self._c_tilde(draws["C_reverse"], v)))
+            self.C_reverse = nnx.Param(self._c_tilde(draws["C_reverse"], v))
         self.D = nnx.Param(jnp.asarray(draws["D"], jnp.float32))
         u = draws["u"]
         self.log_dt = SSMParam(jnp.asarray(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)), jnp.float32))
 
-    def _c_tilde(self, c: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def _c_tilde(self, c: np.ndarray, v: np.ndarray) -> jax.Array:
         """C~ = C V from a real draw (H, P, 2) (complex_normal: C~ drawn directly, (H, P', 2))."""
         if self.C_init == "complex_normal":
-            return c.astype(np.float32)
-        return _stack_complex((c[..., 0] + 1j * c[..., 1]) @ v)
+            return jnp.asarray(c, jnp.float32)
+        return as_real((c[..., 0] + 1j * c[..., 1]) @ v, jnp.float32)
 
     # -- the discretised system -----------------------------------------------------------------
     @property
@@ -293,16 +264,16 @@ class S5(nnx.Module):
             re = jnp.minimum(re, -1e-4)
         lam = jax.lax.complex(re, self.Lambda_im[...])
         dt = self.step_rescale * jnp.exp(self.log_dt[...])
-        return lam, _as_complex(self.B[...]), dt
+        return lam, as_complex(self.B[...]), dt
 
     def discretized(self) -> tuple[jax.Array, jax.Array]:
         """``(Lambda_bar (P',), B_bar (P', H))`` complex."""
         lam, b_tilde, dt = self.continuous()
-        fn = discretize_zoh if self.discretization == "zoh" else discretize_bilinear
-        return fn(lam, b_tilde, dt)
+        lam_bar, b_scale = discretize(lam, dt, self.discretization)  # (P',) each: one dt per state
+        return lam_bar, b_scale[:, None] * b_tilde
 
     def _output(self, c: jax.Array, xs: jax.Array) -> jax.Array:
-        y = _project(_as_complex(c), xs)  # Re(C~ x): (..., H)
+        y = _project(as_complex(c), xs)  # Re(C~ x): (..., H)
         return 2.0 * y if self.conj_sym else y
 
     # -- parallel mode ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from lax_models.inverse_problems import (LinearOperator, _gaussian_window, blur_operator, filtered_back_projection,
+from lax_models.inverse_problems import (LinearOperator, gaussian_window, blur_operator, filtered_back_projection,
                                          gaussian_kernel, pnp_admm, pnp_pgd, psnr, radon_matrix, radon_operator,
                                          ssim, tv_reconstruct, wiener_deconvolve)
 
@@ -191,7 +191,7 @@ def test_wiener_is_the_tikhonov_solution():
 
 def naive_ssim(x: np.ndarray, ref: np.ndarray) -> float:
     """Wang et al. (2004) eq. 13 pixel by pixel with explicit windowed sums (reflected borders)."""
-    g = _gaussian_window()
+    g = gaussian_window()
     w, r = np.outer(g, g), (g.size - 1) // 2
     xp, rp = np.pad(x, r, mode="symmetric"), np.pad(ref, r, mode="symmetric")
     c1, c2 = 0.01 ** 2, 0.03 ** 2

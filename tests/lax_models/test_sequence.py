@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 from lax_models.longconv import LongConv
-from lax_models.sequence import SequenceModel
+from lax_models.sequence import Mixer, SequenceBlock, SequenceModel
 from lax_models.ssm.s5 import S5
 
 MIXERS = {
@@ -65,6 +65,24 @@ def test_mixer_factory_is_called_once_per_layer_with_the_contract_arguments():
     assert jax.eval_shape(model, _inputs((2, 7))).shape == (2, 5)  # (batch, length) floats: d_input = 1
     with pytest.raises(ValueError, match="mixer must be a factory"):
         SequenceModel(4, mixer=S5(4, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))
+
+
+def test_every_mixer_is_a_mixer_and_a_layer_without_the_recurrent_mode_is_refused():
+    for factory in MIXERS.values():
+        assert isinstance(factory(d_model=4, l_max=8, rngs=nnx.Rngs(0)), Mixer)
+
+    class ParallelOnly(nnx.Module):  # __call__ only: no init_state / step
+        def __init__(self, d_model, l_max=None, *, rngs):
+            self.proj = nnx.Linear(d_model, d_model, rngs=rngs)
+
+        def __call__(self, x):
+            return self.proj(x)
+
+    assert not isinstance(ParallelOnly(4, rngs=nnx.Rngs(0)), Mixer)
+    with pytest.raises(TypeError, match=r"ParallelOnly .*lacks init_state, step"):
+        SequenceModel(3, d_model=4, n_layers=1, mixer=ParallelOnly, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="lacks init_state, step"):
+        SequenceBlock(4, ParallelOnly(4, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("prenorm, glu", [(True, True), (False, False)])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from operators.spectral import SpectralConv, _as_complex, spectral_conv
+from operators.spectral import SpectralConv, as_complex, spectral_conv
 from operators.tfno import (TFNO, TuckerSpectralConv, corners_to_dense, dense_to_corners, tucker_from_dense,
                             tucker_ranks, tucker_to_dense)
 from test_unet import fit_losses, gradient_check, n_params
@@ -23,7 +23,7 @@ from test_unet import fit_losses, gradient_check, n_params
 def test_full_rank_tucker_layer_equals_the_dense_layer(modes, spatial, implementation):
     with jax.enable_x64(True):
         dense = SpectralConv(3, 2, modes, rngs=nnx.Rngs(0))
-        w = _as_complex(jnp.asarray(dense.weight[...], jnp.float64))  # (2^(d-1), 3, 2, *modes)
+        w = as_complex(jnp.asarray(dense.weight[...], jnp.float64))  # (2^(d-1), 3, 2, *modes)
         shape = (3, 2, *(2 * m for m in modes[:-1]), modes[-1])
         layer = TuckerSpectralConv.from_dense(w, modes, list(shape), implementation)
         x = jax.random.normal(jax.random.key(1), (2, *spatial, 3), jnp.float64)

@@ -1,10 +1,12 @@
 """AdamP / SGDP against a naive transcription of clovaai/AdamP, and the properties the paper relies on.
 
-Oracles: the reference ``step`` / ``_projection`` written out with loops in NumPy (reference
-lpn_cgs_optim.md 4.1), on the kernel with its output-channel axis moved first (the PyTorch layout the
-reference assumes); optax.adamw / torch-style momentum SGD where nothing is projected; the update
-orthogonal to each weight row when it is; the detector on real gradients of a conv + BatchNorm, a
-weight-normalised layer and a classifier (4.3); the 2-D scale-invariant toy of 4.3.
+Heo, Chun, Oh, Han, Yun, Kim, Uh, Ha, "AdamP: Slowing Down the Slowdown for Momentum Optimizers on
+Scale-invariant Weights", ICLR 2021, arXiv:2006.08217; code clovaai/AdamP (``adamp/adamp.py``,
+``adamp/sgdp.py``). Oracles: the reference ``step`` / ``_projection`` written out with loops in NumPy,
+on the kernel with its output-channel axis moved first (the PyTorch layout the reference assumes);
+optax.adamw / torch-style momentum SGD where nothing is projected; the update orthogonal to each
+weight row when it is; the detector on real gradients of a conv + BatchNorm, a weight-normalised layer
+and a classifier; the 2-D scale-invariant toy of the paper's project page (clovaai.github.io/AdamP).
 """
 from __future__ import annotations
 
@@ -225,7 +227,7 @@ def test_projection_touches_only_scale_invariant_weights(name):
 
 
 def test_detector_on_real_gradients():
-    """Reference 4.3: conv followed by BatchNorm -> channel view; weight-normalised layer -> layer
+    """Conv followed by BatchNorm -> channel view; weight-normalised layer -> layer
     view; final classifier -> no projection."""
     rng = np.random.default_rng(7)
     normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
@@ -256,7 +258,7 @@ def test_detector_on_real_gradients():
 
 
 # ------------------------------------------------------------------------------------------------
-# The 2-D scale-invariant toy (reference 4.3): SGDP stops the norm growth of momentum SGD.
+# The 2-D scale-invariant toy of the project page: SGDP stops the norm growth of momentum SGD.
 # ------------------------------------------------------------------------------------------------
 
 def toy_run(tx, steps=200):

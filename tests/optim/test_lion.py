@@ -1,9 +1,12 @@
 """Lion and Lion-𝒦 against optax, a naive transcription of the update, and the problems they solve.
 
-Oracles (reference lpn_cgs_optim.md 3.3), on f(x) = ½‖x − c‖², c ~ 3·N(0, I), d = 50, λ = 2, η = 1e-2:
-optax.lion bit for bit; the torch-style Lion of google/automl and the paper's Lion-𝒦 written out in
-NumPy; the box invariance x⁺ = (1 − ηλ)x − ηs, |s| ≤ 1; the entry rate (1 − ηλ); and the fixed
-point ∇𝒦(c − x) = λx of every 𝒦, solved independently (closed forms, or bisection in NumPy).
+Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023, arXiv:2302.06675 (code
+google/automl ``lion/lion_pytorch.py``); Chen, Liu, Liang, Liu, "Lion Secretly Solves Constrained
+Optimization: As Lyapunov Predicts", ICLR 2024, arXiv:2310.05898 (Lion-𝒦).
+Oracles, on f(x) = ½‖x − c‖², c ~ 3·N(0, I), d = 50, λ = 2, η = 1e-2: optax.lion bit for bit;
+the torch-style Lion of google/automl and the paper's Lion-𝒦 written out in NumPy; the box invariance
+x⁺ = (1 − ηλ)x − ηs, |s| ≤ 1; the entry rate (1 − ηλ); and the fixed point ∇𝒦(c − x) = λx of every 𝒦,
+solved independently (closed forms, or bisection in NumPy).
 """
 from __future__ import annotations
 
@@ -128,7 +131,7 @@ def test_scale_by_lion_k_follows_the_papers_sign_convention():
 
 
 # ------------------------------------------------------------------------------------------------
-# Lion solves min f s.t. ‖x‖∞ ≤ 1/λ (reference 3.3, items 2-4).
+# Lion solves min f s.t. ‖x‖∞ ≤ 1/λ (Lion-𝒦 paper: box invariance, exponential entry, constrained optimum).
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("k", ["sign", "clip", "tanh", "jax.nn.soft_sign"])

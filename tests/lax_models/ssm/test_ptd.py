@@ -1,4 +1,5 @@
-"""PTD of HiPPO-LegS: conditioning, size of E, transfer function against the DPLR system, cache, S4-PTD."""
+"""PTD of HiPPO-LegS: conditioning, size of E, transfer function against the DPLR system, the in-memory
+cache, S4-PTD = ``S4D(init="ptd")``."""
 
 from __future__ import annotations
 
@@ -12,19 +13,14 @@ from ssm_test_oracles import recurrent_output
 from lax_models.ssm import SSMParam
 from lax_models.ssm import ptd as ptd_module
 from lax_models.ssm.hippo import dplr, hippo_matrices
-from lax_models.ssm.ptd import S4PTD, eigenvector_condition, ptd_init, ptd_legs, ptd_objective
-from operators.pde.store import DatasetCacheError
+from lax_models.ssm.ptd import eigenvector_condition, ptd_init, ptd_legs, ptd_objective
+from lax_models.ssm.s4d import S4D
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("ptd_cache")
-
-
-@pytest.fixture(scope="module")
-def legs64(cache_dir):
-    """The N = 64 solve with the default settings (about 1 s single-threaded), cached for this module."""
-    return ptd_legs(64, cache_dir=cache_dir)
+def legs64():
+    """The N = 64 solve with the default settings (about 2 s single-threaded; then from the in-memory cache)."""
+    return ptd_legs(64)
 
 
 def test_objective_gradient_matches_finite_differences():
@@ -102,13 +98,13 @@ def test_transfer_function_close_to_dplr(legs64):
 
 
 def test_gamma_trades_size_of_E_against_conditioning():
-    results = [ptd_legs(16, gamma=g, cache_dir=None) for g in (100.0, 1000.0, 10000.0)]
+    results = [ptd_legs(16, gamma=g) for g in (100.0, 1000.0, 10000.0)]
     rel = [r.rel_norm_E for r in results]
     cond = [r.cond_V for r in results]
     assert rel[0] > rel[1] > rel[2] and cond[0] < cond[1] < cond[2], (rel, cond)
 
 
-def test_cache_is_written_once_and_checked(tmp_path, monkeypatch):
+def test_solve_is_cached_in_memory_once_per_settings(monkeypatch):
     calls = []
     solve = ptd_module.perturb_then_diagonalize
 
@@ -117,22 +113,19 @@ def test_cache_is_written_once_and_checked(tmp_path, monkeypatch):
         return solve(*args, **kwargs)
 
     monkeypatch.setattr(ptd_module, "perturb_then_diagonalize", counting)
-    first = ptd_legs(8, cache_dir=tmp_path)
-    second = ptd_legs(8, cache_dir=tmp_path)
+    first = ptd_legs(8, gamma=777.0)  # settings no other test uses: not solved yet in this process
+    second = ptd_legs(8, gamma=777)  # the same settings, spelt differently
     assert len(calls) == 1
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 1 and files[0].startswith("ptd_legs-") and files[0].endswith(".npz")
-    ptd_legs(8, gamma=500.0, cache_dir=tmp_path)  # other settings: another entry
-    assert len(calls) == 2 and len(list(tmp_path.iterdir())) == 2
-    (tmp_path / files[0]).write_bytes(b"not a zip file")
-    with pytest.raises(DatasetCacheError, match="Delete"):
-        ptd_legs(8, cache_dir=tmp_path)
+    ptd_legs(8, gamma=777.5)  # other settings: another solve
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="read-only"):  # the cached arrays are shared: not writable
+        first.Lambda[0] = 0.0
 
 
-def test_ptd_init_api(legs64, cache_dir):
-    Lambda, V, Vinv = ptd_init(64, cache_dir=cache_dir)
+def test_ptd_init_api(legs64):
+    Lambda, V, Vinv = ptd_init(64)
     assert Lambda.shape == (64,) and V.shape == Vinv.shape == (64, 64)
     assert Lambda.dtype == V.dtype == Vinv.dtype == np.complex128
     np.testing.assert_array_equal(Lambda, legs64.Lambda)
@@ -143,13 +136,23 @@ def test_ptd_init_api(legs64, cache_dir):
     assert np.abs(half - (A + legs64.E)).max() < 1e-10 * np.abs(A).max()
 
 
-def test_s4ptd_layer(legs64, cache_dir):
-    """S4-PTD = S4D initialised with the PTD eigenvalues and V^{-1} B; CNN == RNN (float32, 1e-4 relative)."""
-    model = S4PTD(2, d_state=64, rngs=nnx.Rngs(0), cache_dir=str(cache_dir))
-    Lambda, B, _, _ = model.ssm_parameters()
+def test_s4ptd_layer(legs64):
+    """S4-PTD = S4D initialised with the PTD eigenvalues and V^{-1} B; CNN == RNN (float32, 1e-4 relative).
+
+    ``S4D(init="ptd")`` replaced the subclass ``S4PTD`` (which only passed ``init="ptd"`` on); its
+    Lambda, B and C were checked bit for bit against the old class when it was removed. Here: Lambda and
+    B from the PTD solve, and C, D, log_dt the same random draws as any other S4D init of the same rngs.
+    """
+    model = S4D(2, d_state=64, init="ptd", rngs=nnx.Rngs(0))
+    Lambda, B, C, dt = model.ssm_parameters()
     _, B_hippo = hippo_matrices("legs", 64)
     np.testing.assert_allclose(np.asarray(Lambda[1]), legs64.Lambda[:32], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(B[0]), legs64.Vinv[:32] @ B_hippo, rtol=1e-5, atol=1e-5)
+    other_init = S4D(2, d_state=64, init="lin", rngs=nnx.Rngs(0))
+    _, _, C_lin, dt_lin = other_init.ssm_parameters()
+    np.testing.assert_array_equal(np.asarray(C), np.asarray(C_lin))
+    np.testing.assert_array_equal(np.asarray(dt), np.asarray(dt_lin))
+    np.testing.assert_array_equal(np.asarray(model.D[...]), np.asarray(other_init.D[...]))
     assert "Lambda_im" in nnx.state(model, SSMParam)
     x = jax.random.normal(jax.random.key(1), (2, 16, 2))
     y = model(x)
@@ -160,7 +163,7 @@ def test_s4ptd_layer(legs64, cache_dir):
 @pytest.mark.parametrize("N", [2, 4, 6, 10, 16, 32])
 def test_small_sizes_stay_paired_and_well_conditioned(N):
     """The solve keeps the iterate where A + E has no real eigenvalue (else N/2 pairs would not exist)."""
-    r = ptd_legs(N, cache_dir=None)
+    r = ptd_legs(N)
     assert np.all(np.abs(r.Lambda.imag) > 0) and r.cond_V < 1e3 and r.rel_norm_E < 0.1
     assert r.Lambda.real.max() <= -0.5 + 1e-9
     A, _ = hippo_matrices("legs", N)
@@ -169,8 +172,8 @@ def test_small_sizes_stay_paired_and_well_conditioned(N):
 
 def test_errors():
     with pytest.raises(ValueError, match="even"):
-        ptd_legs(7, cache_dir=None)
+        ptd_legs(7)
     with pytest.raises(ValueError, match="gamma > 0"):
-        ptd_legs(8, gamma=0.0, cache_dir=None)
+        ptd_legs(8, gamma=0.0)
     with pytest.raises(ValueError, match="square"):
         ptd_module.perturb_then_diagonalize(np.zeros((4, 6)))

@@ -10,6 +10,7 @@ from flax import nnx
 from ssm_test_oracles import check_layer_grads, input_jacobian, recurrent_output
 
 from lax_models.ssm import SSMParam
+from lax_models.ssm.common import ssm_convolution
 from lax_models.ssm.hippo import dplr
 from lax_models.ssm.s4 import (
     S4,
@@ -17,7 +18,6 @@ from lax_models.ssm.s4 import (
     dplr_c_tilde,
     dplr_kernel,
     dplr_step,
-    ssm_convolution,
 )
 
 

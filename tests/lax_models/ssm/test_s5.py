@@ -11,9 +11,16 @@ from flax import nnx
 from jax.test_util import check_grads
 
 from lax_models.ssm import SSMParam
+from lax_models.ssm.common import discretize
 from lax_models.ssm.hippo import dplr
-from lax_models.ssm.s5 import (S5, conjugate_half, discretize_bilinear, discretize_zoh, initial_draws,
-                               linear_recurrence_scan, seed_from_key)
+from lax_models.ssm.ptd import ptd_init
+from lax_models.ssm.s5 import S5, conjugate_half, initial_draws, linear_recurrence_scan, seed_from_key
+
+
+def discretize_rows(method, lam, b_tilde, dt):
+    """S5's discretisation (``S5.discretized``): per state ``(Lambda_bar, B scale)``, rows of B~ scaled."""
+    lam_bar, b_scale = discretize(lam, dt, method)
+    return lam_bar, b_scale[:, None] * b_tilde
 
 
 def _hippo_legs_loops(n: int) -> np.ndarray:
@@ -137,7 +144,7 @@ def test_zoh_matches_scipy_expm_on_a_dense_system():
         b = rng.normal(size=(n, h))
         lam, v = np.linalg.eig(a)
         vinv = np.linalg.inv(v)
-        lam_bar, b_bar = discretize_zoh(jnp.asarray(lam), jnp.asarray(vinv @ b), jnp.full((n,), dt))
+        lam_bar, b_bar = discretize_rows("zoh", jnp.asarray(lam), jnp.asarray(vinv @ b), jnp.full((n,), dt))
         a_bar = v @ np.diag(np.asarray(lam_bar)) @ vinv
         aug = np.zeros((n + h, n + h))
         aug[:n, :n], aug[:n, n:] = a, b
@@ -145,7 +152,7 @@ def test_zoh_matches_scipy_expm_on_a_dense_system():
         np.testing.assert_allclose(a_bar, e[:n, :n], atol=1e-12)
         np.testing.assert_allclose(v @ np.asarray(b_bar), e[:n, n:], atol=1e-12)
         # bilinear: (I - dt/2 A)^{-1} (I + dt/2 A) and (I - dt/2 A)^{-1} dt B
-        lam_bl, b_bl = discretize_bilinear(jnp.asarray(lam), jnp.asarray(vinv @ b), jnp.full((n,), dt))
+        lam_bl, b_bl = discretize_rows("bilinear", jnp.asarray(lam), jnp.asarray(vinv @ b), jnp.full((n,), dt))
         inv = np.linalg.inv(np.eye(n) - 0.5 * dt * a)
         np.testing.assert_allclose(v @ np.diag(np.asarray(lam_bl)) @ vinv, inv @ (np.eye(n) + 0.5 * dt * a), atol=1e-12)
         np.testing.assert_allclose(v @ np.asarray(b_bl), inv @ b * dt, atol=1e-12)
@@ -157,7 +164,7 @@ def test_zoh_uses_one_timescale_per_state():
         lam = -rng.uniform(0.1, 1, 4) + 1j * rng.normal(size=4)
         b = rng.normal(size=(4, 2)) + 1j * rng.normal(size=(4, 2))
         dt = np.array([1e-3, 1e-2, 0.1, 1.0])
-        lam_bar, b_bar = discretize_zoh(jnp.asarray(lam), jnp.asarray(b), jnp.asarray(dt))
+        lam_bar, b_bar = discretize_rows("zoh", jnp.asarray(lam), jnp.asarray(b), jnp.asarray(dt))
         for p in range(4):  # each state is its own 1-state system: expm([[lam dt, b dt], [0, 0]])
             aug = np.zeros((3, 3), np.complex128)
             aug[0, 0], aug[0, 1:] = lam[p] * dt[p], b[p] * dt[p]
@@ -292,10 +299,9 @@ def test_hippo_initialisation_maps_b_and_c_into_the_eigenbasis():
     _check_eigenbasis_maps(layer, v_half, blocks=2)
 
 
-def test_ptd_initialisation(tmp_path):
-    ptd = pytest.importorskip("lax_models.ssm.ptd", reason="lax_models.ssm.ptd (ptd_init) is not written yet")
-    layer = S5(4, d_state=8, blocks=2, init="ptd", cache_dir=str(tmp_path), rngs=nnx.Rngs(0))
-    lam_ptd, v_ptd, _ = ptd.ptd_init(4, cache_dir=str(tmp_path))
+def test_ptd_initialisation():
+    layer = S5(4, d_state=8, blocks=2, init="ptd", rngs=nnx.Rngs(0))
+    lam_ptd, v_ptd, _ = ptd_init(4)
     lam = np.asarray(layer.Lambda_re[...]) + 1j * np.asarray(layer.Lambda_im[...])
     np.testing.assert_allclose(lam, np.tile(lam_ptd[:2], 2), rtol=1e-6)  # the kept half, Im < 0, per block
     assert np.all(lam.imag < 0)
