@@ -4,10 +4,17 @@ Each table is a module ``experiments.tables.<NAME>`` with
 
 * a docstring (the paper, the table, the protocol, which numbers are published and which measured),
 * ``add_arguments(parser)``: its command-line arguments,
-* ``build(args) -> Table``: the rendered table (Markdown, CSV rows, figure); see ``common.Table``.
+* ``collect(...) -> records``: run directories (or results it computed) as plain records, no text;
+* ``render(records) -> Table``: the Markdown and the CSV rows (``output.Table``);
+* ``plot(records, out_dir)``: its PNG figures, returning the files written;
+* ``build(args) -> Table``: the thin command-line function, composing the three (and any
+  computation the table runs itself: solvers, inverse problems, timings) into the table with its
+  figures.
 
-``TABLES`` below is the registry: a table module is importable only once it is listed there.
-Shared helpers (reading run directories, number formats, Markdown/CSV/PNG) live in ``common``.
+``TABLES`` below is the registry: a table module is loaded by name only once it is listed there.
+The shared helpers are modules by concept: ``runs`` (reading run directories, training one),
+``formatting`` (numbers as cells), ``output`` (Markdown, CSV, ``Table``), ``figures`` (the charts
+and the one way a figure is finished); ``halpern_comparison`` is what the two VR-Halpern tables share.
 """
 from __future__ import annotations
 

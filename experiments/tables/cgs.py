@@ -1,10 +1,11 @@
 """Convergent graph solvers against a stacked GNN (Park, Choo, Park, ICLR 2022, Sec. 6.1-6.2): pore-network
 Stokes flow and graph value iteration, both generated here (``experiments/data/graphs.py``).
 
-The paper's numbers (Tables 1-2, porous-network MSE by size, GVI MAPE and policy accuracy) could not
-be retrieved (reference/tables_extra.md 3.1), so every row is *measured*: one per run directory given
-(a Hydra multirun directory stands for all its jobs), read from ``results.json`` and
-``.hydra/config.yaml``:
+The paper's numbers (arXiv 2106.01680, Tables 1-2: porous-network MSE by size, GVI MAPE and policy
+accuracy) could not be retrieved (neither a readable copy of the paper nor Junyoungpark/CGS, whose
+README and history hold no results, carries them), so every row is *measured*: one per run
+directory given (a Hydra multirun directory stands for all its jobs), read from ``results.json``
+and ``.hydra/config.yaml``:
 
 * pore networks: the per-graph MSE of p / p_max on the test split (50-200 pores, as training) and on
   ``test_large`` (200-500 pores) when the run has it;
@@ -25,13 +26,17 @@ GNN's is fixed.
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import time
+from typing import Any
 
 from experiments.build import restore_trained
 from experiments.errors import UserInputError
-from experiments.tables.common import (Run, Table, bar_chart, format_count, format_metric, format_seconds,
-                                       markdown_table, read_runs)
+from experiments.tables.figures import bar_chart
+from experiments.tables.formatting import format_count, format_metric, format_seconds
+from experiments.tables.output import Table, markdown_table
+from experiments.tables.runs import Run, read_runs
 
 TASKS = {"GraphValueIteration": "gvi", "PoreNetwork": "porenet"}
 MODELS = {"CGS": "CGS", "GNN": "GNN"}
@@ -109,57 +114,76 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else 100.0 * x
 
 
-def build(args: argparse.Namespace) -> Table:
-    runs = read_runs(args.runs)
-    rows = []
-    for run in runs:
+def collect(runs: list[Run], timings: list[dict] | None = None) -> list[dict[str, Any]]:
+    """One record per run (its task, model, test metrics and cost), with its ``measure`` in ``timings``
+    (per run, ``{}`` for none; ``None``: not timed)."""
+    records = []
+    for run, timing in zip(runs, timings if timings is not None else [{}] * len(runs)):
         task = task_of(run)
-        row = {"task": task, "model": model_of(run), "run": run.label, "params": run.n_params,
-               "steps": run.step, "train_s": run.cost("train_seconds"), "s_per_step": run.cost("seconds_per_step"),
-               "status": run.status}
+        record = {"task": task, "model": model_of(run), "run": run.label, "params": run.n_params,
+                  "steps": run.step, "train_s": run.cost("train_seconds"), "s_per_step": run.cost("seconds_per_step"),
+                  "status": run.status}
         if task == "gvi":
-            row["mape"] = run.metric("test", "mape")
-            row["policy_accuracy"] = _pct(run.metric("test", "policy_accuracy"))
+            record["mape"] = run.metric("test", "mape")
+            record["policy_accuracy"] = _pct(run.metric("test", "policy_accuracy"))
         else:
-            row["mse"] = run.metric("test", "mse")
-            row["mse_large"] = run.metric("test_large", "mse")
-        if not args.no_timing and run.status == "ok":
-            row.update(measure(run, args.repeats))
-        rows.append(row)
+            record["mse"] = run.metric("test", "mse")
+            record["mse_large"] = run.metric("test_large", "mse")
+        record.update(timing)
+        records.append(record)
+    return records
 
-    def cost_cells(r):
-        ms = lambda s: "" if s is None else f"{1e3 * s:.1f}"
-        return [format_count(r["params"]), r.get("depth", ""), ms(r.get("forward_s")), ms(r.get("backward_s")),
-                str(r["steps"] or ""), format_seconds(r["train_s"]),
-                "" if r["s_per_step"] is None else f"{r['s_per_step']:.3f}"]
 
-    cost_header = ["params", "iterations / depth", "forward ms", "fwd+bwd ms", "steps", "train time", "s / step"]
+COST_HEADER = ["params", "iterations / depth", "forward ms", "fwd+bwd ms", "steps", "train time", "s / step"]
+
+
+def _cost_cells(r: dict[str, Any]) -> list[str]:
+    def ms(s):
+        return "" if s is None else f"{1e3 * s:.1f}"
+
+    return [format_count(r["params"]), r.get("depth", ""), ms(r.get("forward_s")), ms(r.get("backward_s")),
+            str(r["steps"] or ""), format_seconds(r["train_s"]),
+            "" if r["s_per_step"] is None else f"{r['s_per_step']:.3f}"]
+
+
+def render(records: list[dict[str, Any]]) -> Table:
+    """One Markdown table per task (pore networks, graph value iteration), all records in the CSV."""
     lines = []
-    pn = [r for r in rows if r["task"] == "porenet"]
+    pn = [r for r in records if r["task"] == "porenet"]
     if pn:
         lines += ["### Pore-network Stokes flow: MSE of p / p_max per graph (test: 50-200 pores, large: 200-500)", "",
-                  markdown_table(["model", "test MSE", "large MSE", *cost_header, "run"],
-                                 [[r["model"], format_metric(r["mse"]), format_metric(r["mse_large"]), *cost_cells(r),
+                  markdown_table(["model", "test MSE", "large MSE", *COST_HEADER, "run"],
+                                 [[r["model"], format_metric(r["mse"]), format_metric(r["mse_large"]), *_cost_cells(r),
                                    r["run"]] for r in pn]), ""]
-    gvi = [r for r in rows if r["task"] == "gvi"]
+    gvi = [r for r in records if r["task"] == "gvi"]
     if gvi:
         lines += ["### Graph value iteration: MAPE of the values and policy accuracy (test)", "",
-                  markdown_table(["model", "MAPE %", "policy acc. %", *cost_header, "run"],
+                  markdown_table(["model", "MAPE %", "policy acc. %", *COST_HEADER, "run"],
                                  [[r["model"], format_metric(r["mape"]),
                                    "" if r["policy_accuracy"] is None else f"{r['policy_accuracy']:.2f}",
-                                   *cost_cells(r), r["run"]] for r in gvi]), ""]
+                                   *_cost_cells(r), r["run"]] for r in gvi]), ""]
     lines.append("All rows measured here (the paper's tables were not retrievable). Timings: one test batch of the "
                  "run's batch size on this machine, after compilation, best of repeats; \"fwd+bwd\" is the "
                  "gradient of the training loss. CGS's iteration count is the forward fixed-point iteration "
                  "on that batch; the GNN's depth is its number of message-passing layers.")
     columns = ["task", "model", "run", "mse", "mse_large", "mape", "policy_accuracy", "params", "depth",
                "iterations", "forward_s", "backward_s", "steps", "train_s", "s_per_step", "status"]
+    return Table(name="cgs", markdown="\n".join(lines), csv_columns=columns, csv_rows=records)
 
-    def plot(path: pathlib.Path) -> None:
-        names = [f"{r['model']} {r['task']}" for r in rows]
-        objective = [r.get("mse") if r["task"] == "porenet" else r.get("mape") for r in rows]
-        bar_chart(path, names, [("objective (porenet: test MSE; gvi: MAPE %)", objective, True)],
-                  ylabel="test objective (lower is better)", title="CGS vs stacked GNN",
-                  note="porenet: MSE of p / p_max; gvi: MAPE %", missing="–")
 
-    return Table(name="cgs", markdown="\n".join(lines), csv_columns=columns, csv_rows=rows, plot=plot)
+def plot(records: list[dict[str, Any]], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """``cgs.png``: each run's test objective (porenet: MSE; gvi: MAPE %)."""
+    names = [f"{r['model']} {r['task']}" for r in records]
+    objective = [r.get("mse") if r["task"] == "porenet" else r.get("mape") for r in records]
+    return [bar_chart(out_dir / "cgs.png", names, [("objective (porenet: test MSE; gvi: MAPE %)", objective, True)],
+                      ylabel="test objective (lower is better)", title="CGS vs stacked GNN",
+                      note="porenet: MSE of p / p_max; gvi: MAPE %", missing="–")]
+
+
+def build(args: argparse.Namespace) -> Table:
+    runs = read_runs(args.runs)
+    for run in runs:
+        task_of(run)                      # a run of another task is refused before any model is restored
+    timings = None if args.no_timing else [measure(r, args.repeats) if r.status == "ok" else {} for r in runs]
+    records = collect(runs, timings)
+    return render(records).with_plot(functools.partial(plot, records))

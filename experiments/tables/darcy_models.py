@@ -25,23 +25,29 @@ checkpoint restored and the test split predicted; the bands are then written to
 Published numbers (the papers' own protocols, not ours; see each config header):
 FNO 0.0108 at s = 85 (Li et al., ICLR 2021, Table 4); LSM 0.0065 and U-Net 0.0080 at s = 85 (Wu et al.,
 ICML 2023, Table 1, thuml/Latent-Spectral-Models:fig/main_results.png); MgNO 0.176e-2 (L2) /
-0.576e-2 (H1) on "Darcy smooth" at s = 211 (He, Liu, Xu, ICLR 2024, Table 1, via the transcription in
-reference/tables_extra.md 1.1; the same FNO benchmark data, 421 subsampled by 2). No Darcy number is
-published for TFNO.
+0.576e-2 (H1) on "Darcy smooth" at s = 211 (He, Liu, Xu, ICLR 2024, arXiv 2310.19809, Table 1, as
+transcribed from the proceedings PDF in 767-767/knowledge-base-assistant:evaluation/benchmark/cases.jsonl,
+cases mgno-07 to mgno-11; code xlliu2017/MgNO; the same FNO benchmark data, 421 subsampled by 2). No
+Darcy number is published for TFNO.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import pathlib
 import re
+from typing import Any
 
 import numpy as np
 
 from experiments.build import restore_trained
 from experiments.errors import UserInputError
-from experiments.tables.common import (Run, Table, bar_chart, format_count, format_metric, format_seconds,
-                                       markdown_table, read_runs)
+from experiments.tables.figures import bar_chart
+from experiments.tables.formatting import format_count, format_metric, format_seconds
+from experiments.tables.output import Table, markdown_table
+from experiments.tables.runs import Run, read_runs
 
 SPLIT = re.compile(r"^test_s(\d+)$")
 BANDS = ("low", "mid", "high")
@@ -169,54 +175,99 @@ def _memory(run: Run) -> tuple[float | None, str]:
     return (float(host), f"{host:,.0f} MB (process)") if isinstance(host, (int, float)) else (None, "")
 
 
-def build(args: argparse.Namespace) -> Table:
-    runs = [r for r in read_runs(args.runs)]
-    if not runs:
-        raise UserInputError("no run directory given")
-    header = ["model", "params", "train time", "time / step", "peak memory", "rel L2 (s train)", "rel H1",
-              "fRMSE low / mid / high", "rel L2 at other s (no retraining)", "at a new resolution", "notes"]
-    rows, csv_rows, bars = [], [], []
+def bands_or_notes(runs: list[Run]) -> list[dict[str, float] | str]:
+    """Per run: its frequency bands at the training resolution (``{}`` for an unfinished run), or the
+    reason they could not be computed (a note)."""
+    out: list[dict[str, float] | str] = []
     for run in runs:
+        if run.status != "ok":
+            out.append({})
+            continue
+        try:
+            out.append(run_bands(run).get(f"test_s{_resolutions(run)[0]}", {}))
+        except UserInputError as err:
+            out.append(str(err).split(": ", 1)[-1])
+    return out
+
+
+@dataclasses.dataclass
+class OperatorRun:
+    """One run of an operator on Darcy flow, as the table shows it."""
+
+    name: str                             # the model= option (else the class name)
+    cls: str                              # the class of model._target_
+    label: str                            # the run directory as given
+    trained: int | None                   # the training resolution
+    l2: float | None                      # relative L2 / H1 at the training resolution
+    h1: float | None
+    other_l2: dict[int, float | None]     # relative L2 at the other test resolutions
+    bands: dict[str, float]               # fRMSE low / mid / high ({} when not computed)
+    memory_mb: float | None
+    memory_text: str
+    notes: list[str]
+    n_params: int | None
+    train_seconds: Any
+    seconds_per_step: Any
+    epochs: float | None
+    device: Any
+
+
+def collect(runs: list[Run], bands: list[dict[str, float] | str] | None = None) -> list[OperatorRun]:
+    """One record per run; ``bands`` per run from ``bands_or_notes`` (``None``: left out)."""
+    records = []
+    for run, band in zip(runs, bands if bands is not None else [{}] * len(runs)):
         name, cls = model_name(run)
         trained, others = _resolutions(run)
         split = f"test_s{trained}"
-        l2, h1 = run.metric(split, "rel_l2"), run.metric(split, "rel_h1")
         notes = [] if run.status == "ok" else [run.status]
-        bands: dict[str, float] = {}
-        if not args.no_bands and run.status == "ok":
-            try:
-                bands = run_bands(run).get(split, {})
-            except UserInputError as err:
-                notes.append(str(err).split(": ", 1)[-1])
-        memory, memory_text = _memory(run)
+        if isinstance(band, str):
+            notes.append(band)
         epochs = run.epochs
         notes.append(f"{epochs:g} epochs, {run.config_value('data.n_train', '?')} train pairs"
                      if epochs is not None else "")
-        others_text = ", ".join(f"s={s}: {format_metric(run.metric(f'test_s{s}', 'rel_l2'))}" for s in others)
-        rows.append([name, format_count(run.n_params), format_seconds(run.cost("train_seconds")),
-                     format_seconds(run.cost("seconds_per_step")), memory_text,
-                     f"{format_metric(l2)} (s={trained})", format_metric(h1),
-                     " / ".join(format_metric(bands.get(b)) for b in BANDS) if bands else "",
-                     others_text, AT_NEW_RESOLUTION.get(cls, ""), "; ".join(n for n in notes if n)])
-        csv_rows.append({"model": name, "kind": "measured", "source": run.label, "class": cls,
-                         "n_params": run.n_params, "train_seconds": run.cost("train_seconds"),
-                         "seconds_per_step": run.cost("seconds_per_step"), "peak_memory_mb": memory,
-                         "train_resolution": trained, "rel_l2": l2, "rel_h1": h1,
-                         **{f"frmse_{b}": bands.get(b) for b in BANDS},
-                         **{f"rel_l2_s{s}": run.metric(f"test_s{s}", "rel_l2") for s in others},
-                         "epochs": epochs, "device": run.cost("device_kind")})
-        bars.append((name, l2))
+        memory, memory_text = _memory(run)
+        records.append(OperatorRun(
+            name=name, cls=cls, label=run.label, trained=trained, l2=run.metric(split, "rel_l2"),
+            h1=run.metric(split, "rel_h1"), other_l2={s: run.metric(f"test_s{s}", "rel_l2") for s in others},
+            bands=band if isinstance(band, dict) else {}, memory_mb=memory, memory_text=memory_text,
+            notes=notes, n_params=run.n_params, train_seconds=run.cost("train_seconds"),
+            seconds_per_step=run.cost("seconds_per_step"), epochs=epochs, device=run.cost("device_kind")))
+    return records
+
+
+def _measured_row(r: OperatorRun) -> tuple[list[str], dict[str, Any]]:
+    others_text = ", ".join(f"s={s}: {format_metric(v)}" for s, v in r.other_l2.items())
+    row = [r.name, format_count(r.n_params), format_seconds(r.train_seconds), format_seconds(r.seconds_per_step),
+           r.memory_text, f"{format_metric(r.l2)} (s={r.trained})", format_metric(r.h1),
+           " / ".join(format_metric(r.bands.get(b)) for b in BANDS) if r.bands else "",
+           others_text, AT_NEW_RESOLUTION.get(r.cls, ""), "; ".join(n for n in r.notes if n)]
+    csv_row = {"model": r.name, "kind": "measured", "source": r.label, "class": r.cls, "n_params": r.n_params,
+               "train_seconds": r.train_seconds, "seconds_per_step": r.seconds_per_step,
+               "peak_memory_mb": r.memory_mb, "train_resolution": r.trained, "rel_l2": r.l2, "rel_h1": r.h1,
+               **{f"frmse_{b}": r.bands.get(b) for b in BANDS},
+               **{f"rel_l2_s{s}": v for s, v in r.other_l2.items()}, "epochs": r.epochs, "device": r.device}
+    return row, csv_row
+
+
+def render(records: list[OperatorRun]) -> Table:
+    """One row per run, then the published rows (italic, each under its paper's protocol)."""
+    header = ["model", "params", "train time", "time / step", "peak memory", "rel L2 (s train)", "rel H1",
+              "fRMSE low / mid / high", "rel L2 at other s (no retraining)", "at a new resolution", "notes"]
+    rows, csv_rows = [], []
+    for record in records:
+        row, csv_row = _measured_row(record)
+        rows.append(row)
+        csv_rows.append(csv_row)
     for model, l2, h1, s, source in PUBLISHED:
         rows.append([f"*{model} (published)*", "", "", "", "", f"*{format_metric(l2)}* (s={s})",
                      f"*{format_metric(h1)}*" if h1 else "", "", "", "", f"paper's protocol: {source}"])
         csv_rows.append({"model": model, "kind": "published", "source": source, "train_resolution": s,
                          "rel_l2": l2, "rel_h1": h1})
-
     other_cols = sorted({k for r in csv_rows for k in r if k.startswith("rel_l2_s")}, key=lambda k: int(k[8:]))
     columns = (["model", "kind", "source", "class", "n_params", "train_seconds", "seconds_per_step",
                 "peak_memory_mb", "train_resolution", "rel_l2", "rel_h1"] + [f"frmse_{b}" for b in BANDS]
                + other_cols + ["epochs", "device"])
-    device = next((r.cost("device_kind") for r in runs if r.cost("device_kind")), None)
+    device = next((r.device for r in records if r.device), None)
     lines = ["### Operators on Darcy flow: FNO, TFNO, MgNO, LSM, U-Net (measured) beside the papers' numbers", "",
              markdown_table(header, rows), "",
              "Upright: measured here, test split of the run's data" + (f", on {device}" if device else "")
@@ -225,14 +276,23 @@ def build(args: argparse.Namespace) -> Table:
              "same trained model evaluated on the data's other test resolutions. *Italic*: published, each "
              "under its paper's own protocol (more data, 500 epochs, other resolutions), not comparable "
              "with a short CPU run."]
+    return Table(name="darcy_models", markdown="\n".join(lines), csv_columns=columns, csv_rows=csv_rows)
 
-    def plot(path: pathlib.Path) -> None:
-        published = {m.replace("-", "").lower(): l2 for m, l2, _, _, _ in PUBLISHED}
-        bar_chart(path, [n for n, _ in bars],
-                  [("ours (training resolution)", [v for _, v in bars], False),
-                   ("published (own protocol)", [published.get(n.replace("-", "").lower()) for n, _ in bars], True)],
-                  ylabel="relative L2 test error", title="Darcy flow: operators side by side",
-                  note="published: Li et al. 2021; Wu et al. 2023; He, Liu, Xu 2024 (s and protocol differ)")
 
-    return Table(name="darcy_models", markdown="\n".join(lines), csv_columns=columns, csv_rows=csv_rows,
-                 plot=plot)
+def plot(records: list[OperatorRun], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """``darcy_models.png``: each run's relative L2 beside its model's published number."""
+    published = {m.replace("-", "").lower(): l2 for m, l2, _, _, _ in PUBLISHED}
+    return [bar_chart(out_dir / "darcy_models.png", [r.name for r in records],
+                      [("ours (training resolution)", [r.l2 for r in records], False),
+                       ("published (own protocol)", [published.get(r.name.replace("-", "").lower()) for r in records],
+                        True)],
+                      ylabel="relative L2 test error", title="Darcy flow: operators side by side",
+                      note="published: Li et al. 2021; Wu et al. 2023; He, Liu, Xu 2024 (s and protocol differ)")]
+
+
+def build(args: argparse.Namespace) -> Table:
+    runs = read_runs(args.runs)
+    if not runs:
+        raise UserInputError("no run directory given")
+    records = collect(runs, None if args.no_bands else bands_or_notes(runs))
+    return render(records).with_plot(functools.partial(plot, records))

@@ -4,8 +4,8 @@ Paper: Z. Li, N. Kovachki, K. Azizzadenesheli, B. Liu, K. Bhattacharya, A. Stuar
 "Fourier Neural Operator for Parametric Partial Differential Equations", ICLR 2021 (arXiv 2010.08895),
 Table 4 (Darcy flow a -> u, 1000 train / 100 test pairs, relative L2 test error at s = 85, 141, 211,
 421). The table's rows FCN, PCA+NN, RBM, LNO and FNO are *published* numbers, copied from the
-transcription of the paper's table in neuraloperator/neuraloperator:doc/source/theory_guide/fno.rst
-(reference/operators.md 2.1); the paper also lists NN, GCN, GNO and MGNO rows, not transcribed there.
+transcription of the paper's table in neuraloperator/neuraloperator:doc/source/theory_guide/fno.rst;
+the paper also lists NN, GCN, GNO and MGNO rows, not transcribed there.
 
 "FNO (ours)" rows are *measured*: one per run directory given, read from its ``results.json`` and
 ``.hydra/config.yaml``. Each column of the paper's table is a separate experiment, trained *and*
@@ -29,13 +29,17 @@ normalisation; relative L2 loss; Adam, lr 1e-3, L2 weight decay 1e-4, lr halved 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import math
 import pathlib
 import re
 from typing import Any
 
-from experiments.tables.common import (ABSENT, Run, Table, bar_chart, format_count, format_metric,
-                                       format_number, format_seconds, markdown_table, read_runs)
+from experiments.tables.figures import bar_chart
+from experiments.tables.formatting import format_count, format_metric, format_number, format_seconds
+from experiments.tables.output import Table, markdown_table
+from experiments.tables.runs import ABSENT, Run, read_runs
 
 RESOLUTIONS = (85, 141, 211, 421)
 PAPER = "Li et al. 2021 (arXiv 2010.08895) Table 4"
@@ -147,46 +151,86 @@ def trained_and_zero_shot(run: Run) -> tuple[int | None, float | None, dict[int,
     return trained, evaluated.pop(trained, None), evaluated
 
 
-def _train_time(run: Run) -> str:
-    time = format_seconds(run.cost("train_seconds"))
-    device = run.cost("device_kind")
-    return f"{time} ({device})" if time and device else time
+@dataclasses.dataclass
+class Measured:
+    """One run as the table shows it: its column (the training resolution) and value, the zero-shot
+    evaluations at other resolutions, the protocol deviations and the cost."""
+
+    label: str
+    trained: int | None
+    value: float | None
+    zero_shot: dict[int, float | None]
+    notes: list[str]
+    n_params: int | None
+    epochs: float | None
+    train_seconds: Any
+    device: Any
 
 
-def build(args: argparse.Namespace) -> Table:
-    runs = read_runs(args.runs)
-    measured = [trained_and_zero_shot(r) for r in runs]
-    extra = sorted({s for s, _, _ in measured if s is not None} - set(RESOLUTIONS))
-    resolutions = list(RESOLUTIONS) + extra
+def collect(runs: list[Run]) -> list[Measured]:
+    """One record per run directory (read by ``read_runs``), in the order given."""
+    records = []
+    for run in runs:
+        trained, value, zero_shot = trained_and_zero_shot(run)
+        records.append(Measured(label=run.label, trained=trained, value=value, zero_shot=zero_shot,
+                                notes=protocol_notes(run), n_params=run.n_params, epochs=run.epochs,
+                                train_seconds=run.cost("train_seconds"), device=run.cost("device_kind")))
+    return records
 
-    header = ["model", "source"] + [f"s={s}" for s in resolutions] + ["params", "epochs",
-                                                                       "train time", "notes"]
+
+def resolutions(records: list[Measured]) -> list[int]:
+    """The paper's columns, then any other resolution a run was trained at."""
+    extra = sorted({r.trained for r in records if r.trained is not None} - set(RESOLUTIONS))
+    return list(RESOLUTIONS) + extra
+
+
+def _train_time(record: Measured) -> str:
+    time = format_seconds(record.train_seconds)
+    return f"{time} ({record.device})" if time and record.device else time
+
+
+def _notes(record: Measured) -> str:
+    zero_shot = (["zero-shot " + ", ".join(f"s={s}: {format_metric(v)}" for s, v in sorted(record.zero_shot.items()))]
+                 if record.zero_shot else [])
+    return "; ".join(record.notes + zero_shot)
+
+
+def _published_rows(columns: list[int]) -> tuple[list[list[str]], list[dict]]:
     rows, csv_rows = [], []
     for model, values in PUBLISHED.items():
         cells = dict(zip(RESOLUTIONS, values))
         rows.append([model, "published (Li et al. 2021, Table 4)"]
                     + [f"*{format_metric(cells[s])}*" if cells.get(s) is not None
-                       else ("–" if s in cells else "") for s in resolutions]
+                       else ("–" if s in cells else "") for s in columns]
                     + ["", "", "", ""])
         csv_rows.append({"model": model, "kind": "published", "source": PAPER,
-                         **{f"{METRIC}_s{s}": cells.get(s) for s in resolutions}})
-    for run, (trained, value, zero_shot) in zip(runs, measured):
-        cells = {trained: value} if trained is not None else {}
-        notes = protocol_notes(run)
-        if zero_shot:
-            notes.append("zero-shot " + ", ".join(f"s={s}: {format_metric(v)}" for s, v in sorted(zero_shot.items())))
-        rows.append(["FNO (ours)", f"measured: {run.label}"]
-                    + [format_metric(cells.get(s)) for s in resolutions]
-                    + [format_count(run.n_params), format_number(run.epochs), _train_time(run),
-                       "; ".join(notes)])
-        csv_rows.append({"model": "FNO (ours)", "kind": "measured", "source": run.label,
-                         **{f"{METRIC}_s{s}": cells.get(s) for s in resolutions},
-                         "n_params": run.n_params, "epochs": run.epochs,
-                         "train_seconds": run.cost("train_seconds"), "device": run.cost("device_kind"),
-                         "notes": "; ".join(notes)})
+                         **{f"{METRIC}_s{s}": cells.get(s) for s in columns}})
+    return rows, csv_rows
 
+
+def _measured_rows(records: list[Measured], columns: list[int]) -> tuple[list[list[str]], list[dict]]:
+    rows, csv_rows = [], []
+    for r in records:
+        cells = {r.trained: r.value} if r.trained is not None else {}
+        notes = _notes(r)
+        rows.append(["FNO (ours)", f"measured: {r.label}"]
+                    + [format_metric(cells.get(s)) for s in columns]
+                    + [format_count(r.n_params), format_number(r.epochs), _train_time(r), notes])
+        csv_rows.append({"model": "FNO (ours)", "kind": "measured", "source": r.label,
+                         **{f"{METRIC}_s{s}": cells.get(s) for s in columns},
+                         "n_params": r.n_params, "epochs": r.epochs, "train_seconds": r.train_seconds,
+                         "device": r.device, "notes": notes})
+    return rows, csv_rows
+
+
+def render(records: list[Measured]) -> Table:
+    """The paper's rows (italic), then one row per run, in the column of its training resolution."""
+    columns = resolutions(records)
+    header = ["model", "source"] + [f"s={s}" for s in columns] + ["params", "epochs", "train time", "notes"]
+    published, published_csv = _published_rows(columns)
+    measured, measured_csv = _measured_rows(records, columns)
     lines = ["### FNO paper, Darcy flow: relative L2 test error (Li et al., ICLR 2021, Table 4)", "",
-             markdown_table(header, rows), "",
+             markdown_table(header, published + measured), "",
              f"*Italic*: published, {PAPER} (Li, Kovachki, Azizzadenesheli, Liu, Bhattacharya, "
              "Stuart, Anandkumar, \"Fourier Neural Operator for Parametric Partial Differential "
              "Equations\", ICLR 2021), 1000 train / 100 test pairs, as transcribed in "
@@ -195,23 +239,30 @@ def build(args: argparse.Namespace) -> Table:
              f"tested at (`{METRIC}` of its objective split in results.json), as the paper's columns; "
              "its evaluations at other resolutions are zero-shot and listed in the notes, with the "
              "deviations from the paper's protocol read from the run's .hydra/config.yaml."]
-    if not runs:
+    if not records:
         lines += ["", "No run given. To add an \"FNO (ours)\" row (25,000 steps: hours on a GPU):",
                   "`python -m experiments.train experiment=fno_darcy` (s=85; add "
                   "`data.train_resolution=141` etc. for the other columns), then "
                   "`python -m experiments.table fno_darcy <its run directory>`."]
+    csv_columns = (["model", "kind", "source"] + [f"{METRIC}_s{s}" for s in columns]
+                   + ["n_params", "epochs", "train_seconds", "device", "notes"])
+    return Table(name="fno_darcy", markdown="\n".join(lines), csv_columns=csv_columns,
+                 csv_rows=published_csv + measured_csv)
 
-    series = [(f"{m} (paper)", [dict(zip(RESOLUTIONS, v)).get(s) for s in resolutions], True)
+
+def plot(records: list[Measured], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """``fno_darcy.png``: bars per resolution, the paper's hatched beside ours solid."""
+    columns = resolutions(records)
+    series = [(f"{m} (paper)", [dict(zip(RESOLUTIONS, v)).get(s) for s in columns], True)
               for m, v in PUBLISHED.items()]
-    series += [(f"FNO (ours) {pathlib.Path(r.label).name}", [v if s == t else None for s in resolutions], False)
-               for r, (t, v, _) in zip(runs, measured)]
+    series += [(f"FNO (ours) {pathlib.Path(r.label).name}", [r.value if s == r.trained else None for s in columns],
+                False) for r in records]
+    return [bar_chart(out_dir / "fno_darcy.png", [f"s={s}" for s in columns], series,
+                      ylabel="relative L2 test error",
+                      title="Darcy flow (Li et al. 2021, Table 4): published (hatched) and ours (solid)",
+                      note="published: " + PAPER)]
 
-    def plot(path: pathlib.Path) -> None:
-        bar_chart(path, [f"s={s}" for s in resolutions], series, ylabel="relative L2 test error",
-                  title="Darcy flow (Li et al. 2021, Table 4): published (hatched) and ours (solid)",
-                  note="published: " + PAPER)
 
-    columns = (["model", "kind", "source"] + [f"{METRIC}_s{s}" for s in resolutions]
-               + ["n_params", "epochs", "train_seconds", "device", "notes"])
-    return Table(name="fno_darcy", markdown="\n".join(lines), csv_columns=columns,
-                 csv_rows=csv_rows, plot=plot)
+def build(args: argparse.Namespace) -> Table:
+    records = collect(read_runs(args.runs))
+    return render(records).with_plot(functools.partial(plot, records))

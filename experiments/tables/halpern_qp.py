@@ -6,7 +6,7 @@ prints no numbers: everything in this table is *measured* here, when the table i
 own protocol; no run directories). The figure's claim checked below: Algorithms 1 and 2 reach a small
 residual in fewer epochs than VR-EG, VR-EG fewer than EAG, EAG fewer than EG.
 
-Protocol (reference/lpn_cgs_optim.md 5.4b, after the authors' quadratic_programming.py):
+Protocol (after the authors' code, zephyr-cai/Finite-Sum-Halpern-Iteration:quadratic_programming.py):
 
 * min_x max_y 1/2 x^T H x - h^T x - <Ax - b, y> with n = 200, A = 1/4 (A[i, n-1-i] = 1,
   A[i, n-2-i] = -1), H = 2 A^T A, b = 1/4 (1, ..., 1), h = 1/4 e_n (the lower-bound instance of
@@ -15,7 +15,8 @@ Protocol (reference/lpn_cgs_optim.md 5.4b, after the authors' quadratic_programm
 * u0 = (1/n) 1; residual ||F(u)|| against epochs = component evaluations / n, counted exactly;
 * parameters of the authors' code: EG eta = 0.5; EAG eta = 0.3, lambda_k = 1/(k+2); VR-EG gamma = 0.01,
   p = 1/n; Algorithm 1 eta = 0.3, b = floor(sqrt n) = 14, lambda_k = 2/(k+4) (the QP script uses the
-  variant 2/(k+5), p_k = 4/(k+6); we keep the one schedule of reference 5.2); Algorithm 2 eta = sqrt n,
+  variant 2/(k+5), p_k = 4/(k+6); we keep the one schedule of matrix_game.py's Halpern_mini_update,
+  which ``optim.halpern.halpern_page`` implements); Algorithm 2 eta = sqrt n,
   VR-FoRB gamma = 1e-3, p = 1/n, M_k = floor(0.05 n log(k+2));
 * **budget 100,000 epochs per method, reduced from the paper's 10^6** so the table builds in about
   a minute and a quarter on a 2-core CPU (VR-EG alone, 6.6 million single-component steps, takes
@@ -30,15 +31,16 @@ beside the final residual.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 
 import numpy as np
 
 from experiments.errors import UserInputError
-from experiments.tables.common import Table
-from experiments.tables.halpern_matrix_game import (ALG1, ALG2, EAG, EG, VR_EG, Method,
-                                                    add_common_arguments, check_budget, comparison_table,
-                                                    measure, parse_levels)
+from experiments.tables.halpern_comparison import (ALG1, ALG2, EAG, EG, VR_EG, Comparison, Measured, Method,
+                                                   add_common_arguments, check_budget, measure, parse_levels,
+                                                   plot, render)
+from experiments.tables.output import Table
 
 DEFAULT_EPOCHS = 100_000.0
 PAPER_EPOCHS = 1_000_000
@@ -89,30 +91,46 @@ def methods(n: int, epochs: float, records: int):
     ], problem, u_star, matrix
 
 
-def build(args: argparse.Namespace) -> Table:
+def solve(n: int, epochs: float, records: int, seed: int) -> tuple[list[Measured], dict[str, float]]:
+    """Run the five methods on the QP of size ``n`` in float64: their histories, and the starting point's
+    residual ``r0``, its distance to the solution and ``||M||_2``."""
     import jax
 
     from optim.halpern import residual
 
+    with jax.enable_x64(True):
+        solvers, problem, u_star, matrix = methods(n, epochs, records)
+        r0 = float(residual(problem, problem.u0))
+        measured = measure(solvers, seed, "halpern_qp")
+    return measured, {"r0": r0, "distance": float(np.linalg.norm(np.asarray(problem.u0) - u_star)),
+                      "norm": float(np.linalg.norm(matrix, 2))}
+
+
+def collect(args: argparse.Namespace, levels: list[float], measured: list[Measured],
+            start: dict[str, float]) -> Comparison:
+    """The table's records: the QP described, the methods as measured."""
+    budget_note = ("reduced from the paper's 10^6 to run in a minute or two"
+                   if args.epochs < PAPER_EPOCHS else "the paper's")
+    setup = (f"\"Hard\" QP: n = {args.n} (u = (x, y) in R^{2 * args.n}), A = ¼(anti-diagonal 1, −1 below "
+             f"it), H = 2AᵀA, b = ¼·1, h = ¼e_n; unconstrained, u0 = (1/n)·1 (r = ‖F(u0)‖ = {start['r0']:.3e}, "
+             f"‖u0 − u*‖ = {start['distance']:.4g}, ‖M‖₂ = {start['norm']:.3g}); budget "
+             f"{args.epochs:g} epochs per method ({budget_note}); sampling seed {args.seed}; "
+             "float64. Parameters: the authors' code (quadratic_programming.py).")
+    return Comparison(name="halpern_qp",
+                      title="VR-Halpern: \"hard\" quadratic program (Cai, Alacaoglu, Diakonikolas, ICLR "
+                            "2024, Fig. 1b), measured",
+                      setup=setup,
+                      plot_title=f"\"Hard\" QP, n = {args.n} (Cai et al. 2024, Fig. 1b): measured, "
+                                 f"{args.epochs:g} of the paper's 10^6 epochs",
+                      measured=measured, levels=levels, budget=args.epochs, n=args.n, seed=args.seed,
+                      records=args.records)
+
+
+def build(args: argparse.Namespace) -> Table:
     check_budget(args)
     levels = parse_levels(args.levels)
     if args.n < 2:
         raise UserInputError(f"--n must be at least 2, got {args.n}")
-    with jax.enable_x64(True):
-        solvers, problem, u_star, matrix = methods(args.n, args.epochs, args.records)
-        r0 = float(residual(problem, problem.u0))
-        measured = measure(solvers, args.seed, "halpern_qp")
-    distance = float(np.linalg.norm(np.asarray(problem.u0) - u_star))
-    budget_note = ("reduced from the paper's 10^6 to run in a minute or two"
-                   if args.epochs < PAPER_EPOCHS else "the paper's")
-    setup = (f"\"Hard\" QP: n = {args.n} (u = (x, y) in R^{2 * args.n}), A = ¼(anti-diagonal 1, −1 below "
-             f"it), H = 2AᵀA, b = ¼·1, h = ¼e_n; unconstrained, u0 = (1/n)·1 (r = ‖F(u0)‖ = {r0:.3e}, "
-             f"‖u0 − u*‖ = {distance:.4g}, ‖M‖₂ = {np.linalg.norm(matrix, 2):.3g}); budget "
-             f"{args.epochs:g} epochs per method ({budget_note}); sampling seed {args.seed}; "
-             "float64. Parameters: the authors' code (quadratic_programming.py).")
-    return comparison_table("halpern_qp",
-                            "VR-Halpern: \"hard\" quadratic program (Cai, Alacaoglu, Diakonikolas, ICLR "
-                            "2024, Fig. 1b), measured", setup, measured, levels, args.epochs, args.n,
-                            args.seed, args.records,
-                            f"\"Hard\" QP, n = {args.n} (Cai et al. 2024, Fig. 1b): measured, "
-                            f"{args.epochs:g} of the paper's 10^6 epochs")
+    measured, start = solve(args.n, args.epochs, args.records, args.seed)
+    comparison = collect(args, levels, measured, start)
+    return render(comparison).with_plot(functools.partial(plot, comparison))

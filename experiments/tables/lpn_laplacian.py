@@ -1,12 +1,13 @@
 """LPN paper, 1-D Laplacian toy: the learned prox and regularizer against the truth, for three losses.
 
 Paper: Z. Fang, S. Buchanan, J. Sulam, "What's in a Prior? Learned Proximal Networks for Inverse
-Problems", ICLR 2024 (arXiv 2310.14344), Fig. 1 / 2 (``laplacian_compact.png`` on the project page).
-The paper shows curves and prints no number (reference/tables_extra.md 2.4): everything here is
-*measured*. Its claim, checked below: with x ~ Laplace(0, 1) and y = x + N(0, 1), the LPN trained by
-proximal matching recovers the MAP denoiser, soft thresholding at sigma^2 / b = 1, and its learned
-regularizer R recovers |x| (up to a constant); the same network trained with the l2 loss learns the
-MMSE estimator E[x | y] instead, and with the l1 loss the posterior median.
+Problems", ICLR 2024 (arXiv 2310.14344), Fig. 1 / 2 (``laplacian_compact.png`` on the authors' project
+page, the gh-pages branch of ZhenghanFang/learned-proximal-networks). The paper shows curves and
+prints no number (the notebooks exps/laplacian/laplacian_{train,test}.ipynb ship without outputs):
+everything here is *measured*. Its claim, checked below: with x ~ Laplace(0, 1) and y = x + N(0, 1),
+the LPN trained by proximal matching recovers the MAP denoiser, soft thresholding at sigma^2 / b = 1,
+and its learned regularizer R recovers |x| (up to a constant); the same network trained with the l2
+loss learns the MMSE estimator E[x | y] instead, and with the l1 loss the posterior median.
 
     python -m experiments.table lpn_laplacian                 # trains the three networks (a few minutes)
     python -m experiments.table lpn_laplacian RUN_DIR ...     # runs of experiment=lpn_laplacian
@@ -27,41 +28,22 @@ shifted to 0 at x = 0: its maximum error. The PNG shows f, R and the oracles.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import pathlib
-import subprocess
-import sys
-from typing import Any
 
 import numpy as np
 
-from experiments.build import restore_trained
 from experiments.errors import UserInputError
-from experiments.tables.common import Table, _pyplot, existing_dir, format_number, markdown_table
+from experiments.tables.figures import finish_figure, label_axes, pyplot
+from experiments.tables.formatting import format_number
+from experiments.tables.output import Table, markdown_table
+from experiments.tables.runs import existing_dir, load_trained, train_run
 
 PAPER = "Fang, Buchanan, Sulam, ICLR 2024, arXiv 2310.14344, Fig. 1"
 LOSSES = ("proximal_matching", "l1", "l2")
 ORACLES = ("soft threshold (MAP)", "posterior median", "MMSE E[x|y]")
 EXPECTED = {"proximal_matching": ORACLES[0], "l1": ORACLES[1], "l2": ORACLES[2]}
-
-
-# -- run directories: train through the runner, load the trained model -----------------------------------
-
-def train_run(experiment: str, overrides: list[str], run_dir: pathlib.Path) -> pathlib.Path:
-    """``python -m experiments.train experiment=<experiment> <overrides>`` into ``run_dir`` (a subprocess)."""
-    cmd = [sys.executable, "-m", "experiments.train", f"experiment={experiment}", *overrides,
-           f"hydra.run.dir={run_dir}", "trainer.progress=false"]
-    print("running:", " ".join(cmd[1:]), file=sys.stderr, flush=True)
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise UserInputError(f"training failed (exit {done.returncode}): {' '.join(cmd[1:])}\n"
-                             f"{done.stdout[-3000:]}")
-    return run_dir
-
-
-def load_trained(run_dir: str | pathlib.Path) -> tuple[Any, Any, Any]:
-    """``(config, model, task)`` of a run directory: the model in its latest checkpoint's state; the task
-    is not set up (no data generated). See ``experiments.build.restore_trained``."""
-    return restore_trained(run_dir, missing="train it first (or rerun its command to finish it)")
 
 
 # -- oracles -----------------------------------------------------------------------------------------------
@@ -117,80 +99,119 @@ def evaluate(model, y: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
     return {"f": f, "R": r[1:] - r[0], "residual": np.asarray(residual)[1:]}
 
 
+def resolve_runs(args: argparse.Namespace) -> tuple[list[pathlib.Path], str]:
+    """The run directories given, or (none given) one per loss trained here through the runner; and
+    where the models come from (for the table's text)."""
+    if args.runs:
+        return [existing_dir(r, "run directory") for r in args.runs], "read from the run directories given"
+    out = getattr(args, "out", None)
+    workdir = args.workdir or (out / "runs" if out is not None else pathlib.Path("outputs/lpn_laplacian_runs"))
+    steps = {"proximal_matching": args.steps, "l1": args.contrast_steps, "l2": args.contrast_steps}
+    run_dirs = [train_run("lpn_laplacian", [f"data.loss={loss}"] + ([] if steps[loss] is None else
+                                                                     [f"trainer.max_steps={steps[loss]}"]),
+                          workdir / loss) for loss in LOSSES]
+    return run_dirs, f"trained here through the runner into {workdir}"
+
+
+@dataclasses.dataclass
+class Fit:
+    """One trained LPN against the oracles: f and R on the grids, and their maximum errors."""
+
+    run_dir: pathlib.Path
+    loss: str
+    steps: int | None
+    errors: dict[str, float]          # max |f - oracle| per oracle
+    r_error: float                    # max |R - |x||
+    inversion_residual: float         # max residual of the conjugate solve
+    closest: str                      # the oracle f is closest to
+    curves: dict[str, np.ndarray]     # evaluate(): "f" on y, "R" and "residual" on x
+
+
+@dataclasses.dataclass
+class Study:
+    """The records of the table: the grids, the oracles on y, one ``Fit`` per run."""
+
+    y: np.ndarray
+    x: np.ndarray
+    oracle: dict[str, np.ndarray]
+    fits: list[Fit]
+    source: str
+    grid: float
+    x_max: float
+
+
+def fit(run_dir: pathlib.Path, y: np.ndarray, x: np.ndarray, oracle: dict[str, np.ndarray]) -> Fit:
+    """Restore the run's LPN and measure it against the oracles (sigma = 1, b = 1 only)."""
+    cfg, model, _ = load_trained(run_dir)
+    sigma, scale = float(cfg.data.sigma), float(cfg.data.source.scale)
+    if (sigma, scale) != (1.0, 1.0):
+        raise UserInputError(f"{run_dir}: the oracles here are for sigma = 1, b = 1; the run has "
+                             f"sigma = {sigma}, b = {scale}")
+    ev = evaluate(model, y, x)
+    errors = {name: float(np.max(np.abs(ev["f"] - o))) for name, o in oracle.items()}
+    return Fit(run_dir=run_dir, loss=str(cfg.data.loss),
+               steps=int(cfg.trainer.max_steps) if cfg.trainer.max_steps is not None else None, errors=errors,
+               r_error=float(np.max(np.abs(ev["R"] - np.abs(x)))),
+               inversion_residual=float(np.max(ev["residual"])), closest=min(errors, key=errors.get), curves=ev)
+
+
+def collect(run_dirs: list[pathlib.Path], source: str, grid: float, x_max: float) -> Study:
+    """Each run's LPN measured on y in [-grid, grid] (801 points) and x in [-x_max, x_max] (121)."""
+    y = np.linspace(-grid, grid, 801)
+    x = np.linspace(-x_max, x_max, 121)
+    oracle = dict(zip(ORACLES, (soft_threshold(y, 1.0), *posterior_estimators(y)[::-1])))
+    return Study(y=y, x=x, oracle=oracle, fits=[fit(r, y, x, oracle) for r in run_dirs], source=source,
+                 grid=grid, x_max=x_max)
+
+
+def render(study: Study) -> Table:
+    """One row per run: its errors against each oracle and against |x|, the closest oracle."""
+    rows = [[f.loss, str(f.steps), *(format_number(f.errors[o]) for o in ORACLES), format_number(f.r_error),
+             f"{f.inversion_residual:.1e}", f.closest, "yes" if f.closest == EXPECTED.get(f.loss) else "no"]
+            for f in study.fits]
+    csv_rows = [{"run": str(f.run_dir), "loss": f.loss, "steps": f.steps,
+                 **{f"max_err_{o.split()[0].lower()}": f.errors[o] for o in ORACLES},
+                 "max_err_R_vs_abs": f.r_error, "max_inversion_residual": f.inversion_residual,
+                 "closest": f.closest, "as_paper": f.closest == EXPECTED.get(f.loss)} for f in study.fits]
+    header = ["loss", "steps", "max |f − soft thr.|", "max |f − median|", "max |f − MMSE|",
+              f"max |R − abs| on [−{study.x_max:g}, {study.x_max:g}]", "inversion residual", "closest oracle",
+              "as the paper"]
+    md = "\n".join([
+        f"## LPN, 1-D Laplacian toy ({PAPER}): measured",
+        "",
+        f"x ~ Laplace(0, 1), y = x + N(0, 1). Errors are maxima over y in [−{study.grid:g}, {study.grid:g}] "
+        f"(801 points). R is evaluated by the convex conjugate problem (L-BFGS) and shifted to R(0) = 0. "
+        f"Paper (figure only): proximal matching → soft thresholding at 1 and R = |x|; l2 → MMSE; "
+        f"l1 → posterior median. Target: max |f − soft thr.| < 0.1 for proximal matching. Models {study.source}.",
+        "",
+        markdown_table(header, rows)])
+    columns = ["run", "loss", "steps", "max_err_soft", "max_err_posterior", "max_err_mmse", "max_err_R_vs_abs",
+               "max_inversion_residual", "closest", "as_paper"]
+    return Table("lpn_laplacian", md, columns, csv_rows)
+
+
+def plot(study: Study, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """``lpn_laplacian.png``: the learned prox f against the oracles, the learned R against |x|."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"soft threshold (MAP)": "k--", "posterior median": "k:", "MMSE E[x|y]": "k-."}
+    for name, o in study.oracle.items():
+        axes[0].plot(study.y, o, styles[name], lw=1.2, label=name)
+    for f in study.fits:
+        axes[0].plot(study.y, f.curves["f"], lw=1.8, alpha=0.8, label=f"LPN, {f.loss}")
+        axes[1].plot(study.x, f.curves["R"], lw=1.8, alpha=0.8, label=f"LPN, {f.loss}")
+    axes[1].plot(study.x, np.abs(study.x), "k--", lw=1.2, label="|x|")
+    label_axes(axes[0], xlabel="y", ylabel="f(y)", title="learned prox", grid=dict(alpha=0.3),
+               legend=dict(fontsize=8))
+    label_axes(axes[1], xlabel="x", ylabel="R(x) − R(0)", title="learned regularizer (conjugate solve)",
+               grid=dict(alpha=0.3), legend=dict(fontsize=8))
+    return [finish_figure(fig, out_dir / "lpn_laplacian.png", dpi=110)]
+
+
 def build(args: argparse.Namespace) -> Table:
     if args.grid <= 0 or args.x_max <= 0:
         raise UserInputError(f"--grid and --x-max must be positive, got {args.grid}, {args.x_max}")
     if args.steps is not None and args.steps < 1:
         raise UserInputError(f"--steps must be at least 1, got {args.steps}")
-    if args.runs:
-        run_dirs = [existing_dir(r, "run directory") for r in args.runs]
-        source = "read from the run directories given"
-    else:
-        out = getattr(args, "out", None)
-        workdir = args.workdir or (out / "runs" if out is not None else pathlib.Path("outputs/lpn_laplacian_runs"))
-        steps = {"proximal_matching": args.steps, "l1": args.contrast_steps, "l2": args.contrast_steps}
-        run_dirs = [train_run("lpn_laplacian", [f"data.loss={loss}"] + ([] if steps[loss] is None else
-                                                                         [f"trainer.max_steps={steps[loss]}"]),
-                              workdir / loss) for loss in LOSSES]
-        source = f"trained here through the runner into {workdir}"
-
-    y = np.linspace(-args.grid, args.grid, 801)
-    x = np.linspace(-args.x_max, args.x_max, 121)
-    oracle = dict(zip(ORACLES, (soft_threshold(y, 1.0), *posterior_estimators(y)[::-1])))
-    rows, csv_rows, curves = [], [], []
-    for run_dir in run_dirs:
-        cfg, model, task = load_trained(run_dir)
-        loss = str(cfg.data.loss)
-        sigma, scale = float(cfg.data.sigma), float(cfg.data.source.scale)
-        if (sigma, scale) != (1.0, 1.0):
-            raise UserInputError(f"{run_dir}: the oracles here are for sigma = 1, b = 1; the run has "
-                                 f"sigma = {sigma}, b = {scale}")
-        ev = evaluate(model, y, x)
-        errors = {name: float(np.max(np.abs(ev["f"] - o))) for name, o in oracle.items()}
-        r_err = float(np.max(np.abs(ev["R"] - np.abs(x))))
-        closest = min(errors, key=errors.get)
-        steps = int(cfg.trainer.max_steps) if cfg.trainer.max_steps is not None else None
-        rows.append([loss, str(steps), *(format_number(errors[o]) for o in ORACLES), format_number(r_err),
-                     f"{float(np.max(ev['residual'])):.1e}", closest,
-                     "yes" if closest == EXPECTED.get(loss) else "no"])
-        csv_rows.append({"run": str(run_dir), "loss": loss, "steps": steps,
-                         **{f"max_err_{o.split()[0].lower()}": errors[o] for o in ORACLES},
-                         "max_err_R_vs_abs": r_err, "max_inversion_residual": float(np.max(ev["residual"])),
-                         "closest": closest, "as_paper": closest == EXPECTED.get(loss)})
-        curves.append((loss, ev))
-
-    header = ["loss", "steps", "max |f − soft thr.|", "max |f − median|", "max |f − MMSE|",
-              f"max |R − abs| on [−{args.x_max:g}, {args.x_max:g}]", "inversion residual", "closest oracle",
-              "as the paper"]
-    md = "\n".join([
-        f"## LPN, 1-D Laplacian toy ({PAPER}): measured",
-        "",
-        f"x ~ Laplace(0, 1), y = x + N(0, 1). Errors are maxima over y in [−{args.grid:g}, {args.grid:g}] "
-        f"(801 points). R is evaluated by the convex conjugate problem (L-BFGS) and shifted to R(0) = 0. "
-        f"Paper (figure only): proximal matching → soft thresholding at 1 and R = |x|; l2 → MMSE; "
-        f"l1 → posterior median. Target: max |f − soft thr.| < 0.1 for proximal matching. Models {source}.",
-        "",
-        markdown_table(header, rows)])
-
-    def plot(path: pathlib.Path) -> None:
-        plt = _pyplot()
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        styles = {"soft threshold (MAP)": "k--", "posterior median": "k:", "MMSE E[x|y]": "k-."}
-        for name, o in oracle.items():
-            axes[0].plot(y, o, styles[name], lw=1.2, label=name)
-        for loss, ev in curves:
-            axes[0].plot(y, ev["f"], lw=1.8, alpha=0.8, label=f"LPN, {loss}")
-            axes[1].plot(x, ev["R"], lw=1.8, alpha=0.8, label=f"LPN, {loss}")
-        axes[1].plot(x, np.abs(x), "k--", lw=1.2, label="|x|")
-        axes[0].set(xlabel="y", ylabel="f(y)", title="learned prox")
-        axes[1].set(xlabel="x", ylabel="R(x) − R(0)", title="learned regularizer (conjugate solve)")
-        for ax in axes:
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-
-    columns = ["run", "loss", "steps", "max_err_soft", "max_err_posterior", "max_err_mmse", "max_err_R_vs_abs",
-               "max_inversion_residual", "closest", "as_paper"]
-    return Table("lpn_laplacian", md, columns, csv_rows, plot)
+    study = collect(*resolve_runs(args), args.grid, args.x_max)
+    return render(study).with_plot(functools.partial(plot, study))

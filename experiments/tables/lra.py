@@ -1,11 +1,14 @@
 """Long Range Arena: test accuracy on the tasks we can generate (ListOps, Pathfinder-32), the published
 numbers beside ours.
 
-Published rows (test accuracy %, reference/sequence.md 2.1): the Transformer baseline of the LRA
-repository (google-research/long-range-arena README), S4-LegS ("How to Train Your HiPPO", arXiv
-2206.12037), S4D-LegS (arXiv 2206.11893), S5 (arXiv 2208.04933, Table 1), and the PTD rows (Yu et
-al., ICLR 2024, arXiv 2310.01698) whose per-task numbers are *unverified* (only their LRA averages,
-86.58 and 87.61, are confirmed); the long-convolution paper (arXiv 2302.06646) reports parity with
+Published rows (test accuracy %): the Transformer baseline of the LRA repository
+(google-research/long-range-arena:README.md); S4-LegS (Gu et al., "How to Train Your HiPPO", ICLR
+2023, arXiv 2206.12037); S4D-LegS / -Inv / -Lin (Gu, Gupta, Goel, Re, NeurIPS
+2022, arXiv 2206.11893; -Inv and -Lin unverified); S5 (Smith, Warrington, Linderman, ICLR 2023, arXiv
+2208.04933, Table 1); the S4, S4D-LegS and S5 rows as quoted in the LRA table of "Block-Biased Mamba"
+(Yu, Erichson, 2025). The PTD rows (Yu, Nigmetov, Morozov, Mahoney, Erichson, ICLR 2024, arXiv
+2310.01698) have *unverified* per-task numbers (only their LRA averages, 86.58 and 87.61, are
+confirmed); the long-convolution paper (Fu et al., ICML 2023, arXiv 2302.06646) reports parity with
 S4 but its per-task table was not retrieved, so its row shows none. The other LRA tasks (Text,
 Retrieval, Image, Path-X) need downloads or hours of generation and are left out.
 
@@ -24,11 +27,15 @@ comparable with the published number, and the table says so rather than hiding i
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
+from typing import Any
 
 from experiments.errors import UserInputError
-from experiments.tables.common import (Run, Table, bar_chart, format_count, format_seconds, markdown_table,
-                                       read_runs)
+from experiments.tables.figures import bar_chart
+from experiments.tables.formatting import format_count, format_seconds
+from experiments.tables.output import Table, markdown_table
+from experiments.tables.runs import Run, read_runs
 
 TASKS = ("ListOps", "Pathfinder")
 # Test accuracy (%) per task; None: not available. (source, status) per row.
@@ -98,27 +105,21 @@ def deviations(run: Run, task: str) -> list[str]:
     return out
 
 
-def build(args: argparse.Namespace) -> Table:
-    runs = read_runs(args.runs)
-    ours = []
+def collect(runs: list[Run]) -> list[dict[str, Any]]:
+    """The published rows, then one per run: ``{"model", "kind", "source", "ListOps", "Pathfinder"}``
+    (test accuracy in %; ours in its task's column only), and for ours ``"notes"`` and ``"label"`` (the
+    run directory as given)."""
+    records: list[dict[str, Any]] = [
+        {"model": name, "kind": "published", "source": source, "ListOps": listops, "Pathfinder": pathfinder}
+        for name, ((listops, pathfinder), source) in PUBLISHED.items()]
     for run in runs:
         task = task_of(run)
         if task is None:
             raise UserInputError(f"{run.label}: not a ListOps or Pathfinder run (data.dataset._target_ is "
                                  f"{run.config_value('data.dataset._target_', None)!r}); give runs of "
                                  f"data=listops or data=pathfinder32")
-        ours.append((run, task))
-
-    header = ["model", "source", "ListOps", "Pathfinder", "notes"]
-    rows, csv_rows = [], []
-    for name, ((listops, pathfinder), source) in PUBLISHED.items():
-        rows.append([name, source, format_pct(listops), format_pct(pathfinder), "published"])
-        csv_rows.append({"model": name, "kind": "published", "source": source, "ListOps": listops,
-                         "Pathfinder": pathfinder})
-    for run, task in ours:
         acc = run.metric("test", "accuracy")
         acc_pct = 100.0 * acc if acc is not None else None
-        model = model_of(run)
         dev = deviations(run, task)
         notes = ["LRA protocol" if not dev else "reduced: " + ", ".join(dev)]
         if run.status != "ok":
@@ -127,26 +128,39 @@ def build(args: argparse.Namespace) -> Table:
             notes.append(f"{format_count(run.n_params)} parameters")
         if run.cost("train_seconds") is not None:
             notes.append(f"trained in {format_seconds(run.cost('train_seconds'))} on {run.cost('backend')}")
-        cells = {t: "" for t in TASKS}
-        cells[task] = format_pct(acc_pct)
-        rows.append([f"{model} (ours)", run.label, cells["ListOps"], cells["Pathfinder"], "; ".join(notes)])
-        csv_rows.append({"model": model, "kind": "ours", "source": str(run.path), "ListOps":
-                         acc_pct if task == "ListOps" else None, "Pathfinder": acc_pct if task == "Pathfinder" else None,
-                         "notes": "; ".join(notes)})
+        records.append({"model": model_of(run), "kind": "ours", "source": str(run.path), "label": run.label,
+                        **{t: acc_pct if t == task else None for t in TASKS}, "notes": "; ".join(notes)})
+    return records
 
+
+def render(records: list[dict[str, Any]]) -> Table:
+    """The published rows, then ours ("<model> (ours)", named by the run directory as given)."""
+    header = ["model", "source", "ListOps", "Pathfinder", "notes"]
+    rows = [[r["model"], r["source"], *(format_pct(r[t]) for t in TASKS), "published"] if r["kind"] == "published"
+            else [f"{r['model']} (ours)", r["label"], *(format_pct(r[t]) for t in TASKS), r["notes"]]
+            for r in records]
+    csv_rows = [{k: v for k, v in r.items() if k != "label"} for r in records]
     lines = ["### Long Range Arena, the tasks generated here: test accuracy (%)", "",
              markdown_table(header, rows), "",
-             "Published rows: reference/sequence.md 2.1 (Transformer: LRA README; S4-LegS arXiv 2206.12037; "
-             "S4D arXiv 2206.11893; S5 arXiv 2208.04933; PTD arXiv 2310.01698, per-task numbers unverified). "
+             "Published rows: Transformer: google-research/long-range-arena README; S4-LegS: Gu et al., "
+             "\"How to Train Your HiPPO\", ICLR 2023, arXiv 2206.12037; S4D: Gu, Gupta, "
+             "Goel, Re, NeurIPS 2022, arXiv 2206.11893; S5: Smith, Warrington, Linderman, ICLR 2023, arXiv "
+             "2208.04933, Table 1; PTD: Yu, Nigmetov, Morozov, Mahoney, Erichson, ICLR 2024, arXiv 2310.01698, "
+             "per-task numbers unverified. "
              "Ours: the test split of each run; a row marked \"reduced\" did not follow the LRA protocol "
              "(its data size or epochs are given) and is not comparable with the published numbers."]
-
-    def plot(path: pathlib.Path) -> None:
-        names = [r["model"] + ("" if r["kind"] == "published" else " (ours)") for r in csv_rows]
-        bar_chart(path, names, [(t, [r[t] for r in csv_rows], False) for t in TASKS],
-                  ylabel="test accuracy (%)", title="Long Range Arena (tasks generated here)",
-                  note="published rows beside ours; reduced runs are not comparable", missing="–")
-
     return Table(name="lra", markdown="\n".join(lines),
-                 csv_columns=["model", "kind", "source", "ListOps", "Pathfinder", "notes"], csv_rows=csv_rows,
-                 plot=plot)
+                 csv_columns=["model", "kind", "source", "ListOps", "Pathfinder", "notes"], csv_rows=csv_rows)
+
+
+def plot(records: list[dict[str, Any]], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """``lra.png``: test accuracy per row, one bar per task."""
+    names = [r["model"] + ("" if r["kind"] == "published" else " (ours)") for r in records]
+    return [bar_chart(out_dir / "lra.png", names, [(t, [r[t] for r in records], False) for t in TASKS],
+                      ylabel="test accuracy (%)", title="Long Range Arena (tasks generated here)",
+                      note="published rows beside ours; reduced runs are not comparable", missing="–")]
+
+
+def build(args: argparse.Namespace) -> Table:
+    records = collect(read_runs(args.runs))
+    return render(records).with_plot(functools.partial(plot, records))

@@ -16,7 +16,8 @@ import numpy as np
 
 from experiments.table import main
 from experiments.tables import TABLES
-from experiments.tables.halpern_matrix_game import METHODS, policeman_and_burglar
+from experiments.tables.halpern_comparison import METHODS
+from experiments.tables.halpern_matrix_game import policeman_and_burglar
 from experiments.tables.halpern_qp import hard_qp
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -2,7 +2,8 @@
 
 Synthetic run directories in the runner's format (see test_tables.py). The oracle: each run's test
 accuracy lands, in percent, in its task's column of a row named after its mixer; the published
-numbers are the papers' (reference/sequence.md 2.1); a reduced run is labelled with how it was
+numbers are the papers' (S4-LegS arXiv 2206.12037, S5 arXiv 2208.04933, the LRA repository's README
+for the Transformer; see experiments/tables/lra.py); a reduced run is labelled with how it was
 reduced, a run on the LRA protocol as such; a run of another task is refused with its name.
 """
 from __future__ import annotations

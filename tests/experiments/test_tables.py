@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from experiments.table import main
-from experiments.tables.common import format_metric, format_seconds
+from experiments.tables.formatting import format_metric, format_seconds
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
