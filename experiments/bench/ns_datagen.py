@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.data.store import split_rng
 from operators.pde.navier_stokes import navier_stokes_2d, navier_stokes_forcing, navier_stokes_grf, record_interval
 
 
@@ -62,8 +63,6 @@ def bench_ns_accuracy(solves=("64:1e-4", "64:1e-3", "128:1e-4"), reference: str 
     relative L2 difference to the reference at each time in ``times`` (mean over samples), both strided to
     min(K, compare_resolution) points per axis, the wall time of the solve and whether it stayed finite.
     """
-    from operators.pde.darcy import split_rng
-
     def parse(spec: str) -> tuple[int, float]:
         K, dt = spec.split(":")
         return int(K), float(dt)

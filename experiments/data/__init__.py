@@ -1,51 +1,30 @@
-"""Generated sequence datasets: ListOps, Pathfinder, in-context-learning and memory synthetics, a
-character corpus and pixel-by-pixel digits. Nothing is downloaded; every dataset is either generated
-from a seed or read from files that ship with Python or one of our dependencies, and cached through
-``operators.pde.store.cached_arrays`` (a key hashed from the generator's config, an atomic write).
+"""Every dataset the runner reads, and the one on-disk cache (``experiments.data.store``).
 
-A dataset is a small object the sequence tasks (``experiments.tasks.sequence``) take as ``dataset``;
-its constructor arguments are the generator's (split sizes included), so one YAML node names it.
-Every dataset has
+Nothing is downloaded; every dataset is either generated from a seed or read from files that ship with
+Python or one of our dependencies, and cached through ``experiments.data.store.cached_arrays`` (a key
+hashed from the generator's config, an atomic write, ``DEFAULT_CACHE_DIR``, ``split_rng``):
 
-* ``kind``: "classification" (one integer label per sequence), "regression" (one real target per
-  sequence), "tokens" (one integer target per position, scored where ``weights`` is set) or "stream"
-  (one long token sequence per split, cut into windows by the task);
-* ``splits``: the split names it provides, in evaluation order after "train" (e.g. train, val, test);
-* ``vocab_size``: inputs are integer tokens in ``[0, vocab_size)``, or None for real features with
-  ``d_input`` channels;
-* ``seq_len``: the (padded) length of every example (not for streams, whose windows the task chooses);
-* ``n_classes``: labels (classification) or target tokens (tokens, stream) lie in ``[0, n_classes)``;
-* ``volatile_keys``: its arguments that do not change the data (where it is cached);
-* ``load(progress) -> {split: arrays}``: the data, generated or read from the cache. For examples,
-  ``arrays`` is a dict of NumPy arrays with a leading example axis:
-  ``inputs`` (n, L) integer tokens or (n, L, ...) stored features; ``mask`` (n, L) bool, True = a
-  real position (absent: ``inputs != pad_id`` if the dataset has a ``pad_id``, else all real); and
-  ``label`` (n,) int, ``target`` (n,) float, or ``targets`` (n, L) int with ``weights`` (n, L) bool
-  (absent: every real position is scored). For streams it is a 1-D integer array per split.
-* optionally ``model_inputs(inputs) -> array``: the model's input for a batch of stored ``inputs``
-  (e.g. uint8 pixels -> float32 intensities), so that large datasets stay compact in memory.
+* field datasets of the operator tasks (``experiments.tasks.base.FieldDataset`` / ``TrajectoryDataset``),
+  calling the numerics of ``operators.pde``: ``darcy``, ``burgers``, ``navier_stokes``;
+* sequence datasets (``experiments.tasks.base.SequenceDataset``, the contract of the sequence tasks):
+  ``listops``, ``pathfinder``, ``synthetics`` (in-context learning and memory), ``text`` (a character
+  corpus), ``digits`` (pixel-by-pixel digits);
+* graph datasets of the node-regression task: ``graphs``;
+* clean-signal sources of the denoising task: ``signals`` (Laplace vectors), ``images`` (digit images).
+
+A dataset is a small object a task takes as ``dataset`` / ``pde`` / ``source``; its constructor
+arguments are the generator's (split sizes included), so one YAML node names it. This module holds the
+helpers the generators share (token dtypes, split sizes, progress bars).
 """
 from __future__ import annotations
 
 import sys
-import zlib
 from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
-DEFAULT_CACHE_DIR = ".cache/neural_lax"
-
-__all__ = ["DEFAULT_CACHE_DIR", "check_sizes", "progress_bar", "split_rng", "token_dtype"]
-
-
-def split_rng(seed: int, split: str, *more: int) -> np.random.Generator:
-    """Random stream of one split (and chunk): PCG64 seeded with [seed, crc32(split), *more].
-
-    Splits drawn from their own streams are independent and do not change when another split's
-    size does.
-    """
-    return np.random.default_rng([int(seed), zlib.crc32(split.encode("utf-8")), *map(int, more)])
+__all__ = ["check_sizes", "progress_bar", "token_dtype"]
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

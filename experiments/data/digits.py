@@ -12,23 +12,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.data import DEFAULT_CACHE_DIR, check_sizes, split_rng
-from operators.pde.store import cached_arrays
+from experiments.data import check_sizes
+from experiments.data.store import DEFAULT_CACHE_DIR, cached_arrays, split_rng
 
 DIGITS_VERSION = 1
 N_IMAGES = 1797
 
-__all__ = ["SequentialDigits", "digits_sequences"]
+__all__ = ["SequentialDigits", "digits_sequences", "sklearn_digits"]
+
+
+def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled images (1797, 8, 8) float64 with intensities 0..16, and their labels (1797,)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.images, digits.target
 
 
 def digits_sequences() -> tuple[np.ndarray, np.ndarray]:
     """All images as (1797, 64, 1) float32 sequences in [0, 1] (row-major) and their labels (1797,) int32."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.asarray(digits.images, np.float32)                   # (n, 8, 8), values 0..16
+    raw, target = sklearn_digits()
+    images = np.asarray(raw, np.float32)                             # (n, 8, 8), values 0..16
     seqs = images.reshape(len(images), 64, 1) / 16.0                 # (n, 64, 1): position 8 * row + col
-    return seqs.astype(np.float32), np.asarray(digits.target, np.int32)
+    return seqs.astype(np.float32), np.asarray(target, np.int32)
 
 
 class SequentialDigits:

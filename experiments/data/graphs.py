@@ -1,6 +1,6 @@
 """Generated graph datasets of the CGS paper (Park, Choo, Park, ICLR 2022, Sec. 6.1-6.2): graph value
 iteration and pore-network Stokes flow, with exact targets. Nothing is downloaded; every split is
-generated from ``(seed, split)`` and cached through ``operators.pde.store.cached_arrays``.
+generated from ``(seed, split)`` and cached through ``experiments.data.store.cached_arrays``.
 
 Every graph of a split is padded to the split's ``max_nodes`` / ``max_edges`` (known from the config),
 and a split is a dict of arrays with a leading graph axis (``lax_models/gnn.py`` for the layout):
@@ -40,8 +40,8 @@ import scipy.sparse
 import scipy.sparse.linalg
 from scipy.spatial import Delaunay
 
-from experiments.data import DEFAULT_CACHE_DIR, check_sizes, progress_bar, split_rng
-from operators.pde.store import cached_arrays
+from experiments.data import check_sizes, progress_bar
+from experiments.data.store import DEFAULT_CACHE_DIR, cached_arrays, split_rng
 
 __all__ = ["GraphValueIteration", "PoreNetwork", "pad_graphs", "porenet_graph", "solve_pore_pressure",
            "value_iteration", "value_iteration_graph"]

@@ -36,8 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from experiments.data import DEFAULT_CACHE_DIR, check_sizes, progress_bar, token_dtype
-from operators.pde.store import cached_arrays
+from experiments.data import check_sizes, progress_bar, token_dtype
+from experiments.data.store import DEFAULT_CACHE_DIR, cached_arrays
 
 LISTOPS_GENERATOR_VERSION = 1
 

@@ -64,8 +64,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from experiments.data import DEFAULT_CACHE_DIR, check_sizes, progress_bar, split_rng
-from operators.pde.store import cached_arrays
+from experiments.data import check_sizes, progress_bar
+from experiments.data.store import DEFAULT_CACHE_DIR, cached_arrays, split_rng
 
 PATHFINDER_GENERATOR_VERSION = 1
 CHUNK = 250              # images per random stream (and per task of a worker)

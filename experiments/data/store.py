@@ -1,7 +1,9 @@
-"""On-disk cache of generated arrays, keyed by a hash of the generator configuration.
+"""The one on-disk cache of generated arrays, its default directory and the one seed splitter.
+
+Every dataset of ``experiments.data`` generates its arrays from a seed and caches them here:
 
     key  = sha256(canonical JSON of {"name", "config", "version", "store_format"})
-    file = <cache_dir>/<name>-<key[:16]>.npz
+    file = <cache_dir>/<name>-<key[:16]>.npz            (cache_dir default: DEFAULT_CACHE_DIR)
 
 The canonical JSON (sorted keys, no whitespace, no NaN/inf) is also stored inside the file (entry
 ``__config__``) and compared on load, so a hash-prefix collision or an edited file is detected.
@@ -9,24 +11,41 @@ Files are written atomically: a temporary file in the same directory (``.tmp-<pi
 not ending in ``.npz``) is written, flushed and fsynced, then renamed over the final name with
 ``os.replace``; on any failure (including KeyboardInterrupt) the temporary file is removed, so a
 final file, if present, is always complete.
+
+Random streams: ``split_rng(seed, split, *more)`` is PCG64 seeded with ``[seed, crc32(split), *more]``,
+so the splits of one seed are independent and a split does not change when another one's size does.
 """
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import logging
 import os
 import uuid
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+__all__ = ["CONFIG_ENTRY", "DEFAULT_CACHE_DIR", "DatasetCacheError", "cache_file_path", "cached_arrays",
+           "canonical_config_json", "split_rng"]
+
 logger = logging.getLogger(__name__)
 
+DEFAULT_CACHE_DIR = ".cache/neural_lax"  # the configs' default: ${oc.env:NEURAL_LAX_CACHE,.cache/neural_lax}
 STORE_FORMAT_VERSION = 1
 CONFIG_ENTRY = "__config__"
+
+
+def split_rng(seed: int, split: str, *more: int) -> np.random.Generator:
+    """Random stream of one split (and chunk): PCG64 seeded with [seed, crc32(split), *more].
+
+    Splits drawn from their own streams are independent and do not change when another split's
+    size does.
+    """
+    return np.random.default_rng([int(seed), zlib.crc32(split.encode("utf-8")), *map(int, more)])
 
 
 class DatasetCacheError(RuntimeError):

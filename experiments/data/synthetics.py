@@ -43,8 +43,8 @@ from typing import Callable
 
 import numpy as np
 
-from experiments.data import DEFAULT_CACHE_DIR, check_sizes, progress_bar, split_rng, token_dtype
-from operators.pde.store import cached_arrays
+from experiments.data import check_sizes, progress_bar, token_dtype
+from experiments.data.store import DEFAULT_CACHE_DIR, cached_arrays, split_rng
 
 SYNTHETICS_GENERATOR_VERSION = 1
 NOOP = 0
@@ -323,6 +323,7 @@ class Adding:
     splits = ("train", "val")
     vocab_size = None
     d_input = 2
+    n_classes = None  # a real target, no classes
     volatile_keys = ("cache_dir",)
 
     def __init__(self, l_max: int = 1000, n_train: int = 45_000, n_val: int = 5_000, seed: int = 0,

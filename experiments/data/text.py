@@ -21,8 +21,7 @@ import sysconfig
 
 import numpy as np
 
-from experiments.data import DEFAULT_CACHE_DIR
-from operators.pde.store import cached_arrays
+from experiments.data.store import DEFAULT_CACHE_DIR, cached_arrays
 
 TEXT_VERSION = 1
 UNK = 0
@@ -84,6 +83,7 @@ class CharCorpus:
     kind = "stream"
     splits = ("train", "val", "test")
     vocab_size = n_classes = len(VOCAB)
+    seq_len = None  # a stream: the task cuts it into windows of its own length
     unit = "char"
     volatile_keys = ("cache_dir",)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import pathlib
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import jax
 import numpy as np
@@ -34,7 +34,8 @@ from experiments.metrics import Mean
 Arrays = Mapping[str, np.ndarray]
 Batch = Any  # a pytree of arrays with a leading example axis; usually dict[str, np.ndarray]
 
-__all__ = ["Arrays", "Batch", "Mean", "Objective", "Shard", "Task", "UserInputError", "epoch_permutation",
+__all__ = ["Arrays", "Batch", "FieldDataset", "GridDataset", "Mean", "Objective", "SequenceDataset", "Shard", "Task",
+           "TrajectoryDataset", "UserInputError", "check_dataset", "epoch_permutation", "protocol_members",
            "split_size"]
 
 
@@ -220,3 +221,109 @@ def eval_shape_or_error(model, *inputs) -> Any:
         shapes = ", ".join(str(getattr(x, "shape", x)) for x in inputs)
         raise UserInputError(f"the model ({type(model).__name__}) does not fit the data (input of shape "
                              f"{shapes}): {err}") from None
+
+
+# -- the contracts of the datasets a task takes ---------------------------------------------------------
+@runtime_checkable
+class GridDataset(Protocol):
+    """Fields on a grid that can be subsampled: what the PDE tasks need of their ``pde`` dataset.
+
+    * ``volatile_keys``: its constructor arguments that do not change the data (a cache directory, a
+      worker count); the task prefixes them (``pde.cache_dir``) so a run may resume with them changed;
+    * ``spatial_shape(resolution) -> tuple``: the grid at a resolution, or a ValueError naming the
+      reachable resolutions;
+    * ``load(split, n, progress) -> (inputs, outputs)``: arrays ``(n, *grid, channels)`` on its native
+      grid, generated or read (and cached) on first use;
+    * ``subsample(fields, resolution)``: ``(n, *grid, c)`` on the native grid -> the same at ``resolution``.
+    """
+
+    volatile_keys: Sequence[str]
+
+    def spatial_shape(self, resolution: int) -> tuple[int, ...]: ...
+
+    def load(self, split: str, n: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def subsample(self, fields: np.ndarray, resolution: int) -> np.ndarray: ...
+
+
+@runtime_checkable
+class FieldDataset(GridDataset, Protocol):
+    """Input -> output field pairs: the ``pde`` of ``experiments.tasks.pde.OperatorTask``.
+
+    A ``GridDataset`` whose ``load`` gives ``(inputs (n, *grid, in_channels), outputs (n, *grid,
+    out_channels))``, with ``in_channels`` and ``out_channels`` known before any data exists (the model
+    is shaped from them). E.g. ``experiments.data.darcy.DarcyFlow``.
+    """
+
+    in_channels: int
+    out_channels: int
+
+
+@runtime_checkable
+class TrajectoryDataset(GridDataset, Protocol):
+    """Time series of fields: the ``pde`` of ``experiments.tasks.rollout.RolloutTask`` / ``SpaceTimeTask``.
+
+    A ``GridDataset`` whose ``load`` gives ``(initial field, snapshots)`` with the snapshots
+    ``(n, *grid, T)`` as channels, ``T = n_snapshots``. E.g. ``experiments.data.navier_stokes.NavierStokesFlow``.
+    """
+
+    n_snapshots: int
+
+
+@runtime_checkable
+class SequenceDataset(Protocol):
+    """Sequences and their targets: the ``dataset`` of the tasks of ``experiments.tasks.sequence``.
+
+    * ``kind``: "classification" (one integer label per sequence), "regression" (one real target per
+      sequence), "tokens" (one integer target per position, scored where ``weights`` is set) or
+      "stream" (one long token sequence per split, cut into windows by the task);
+    * ``splits``: the split names it provides, in evaluation order after "train" (e.g. train, val, test);
+    * ``vocab_size``: inputs are integer tokens in ``[0, vocab_size)``, or None for real features with
+      ``d_input`` channels (then ``d_input`` is required too);
+    * ``seq_len``: the (padded) length of every example; None for streams, whose windows the task chooses;
+    * ``n_classes``: labels (classification) or target tokens (tokens, stream) lie in ``[0, n_classes)``;
+      None for regression;
+    * ``volatile_keys``: its arguments that do not change the data (where it is cached);
+    * ``load(progress) -> {split: arrays}``: the data, generated or read from the cache. For examples,
+      ``arrays`` is a dict of NumPy arrays with a leading example axis: ``inputs`` (n, L) integer tokens
+      or (n, L, ...) stored features; ``mask`` (n, L) bool, True = a real position (absent:
+      ``inputs != pad_id`` if the dataset has a ``pad_id``, else all real); and ``label`` (n,) int,
+      ``target`` (n,) float, or ``targets`` (n, L) int with ``weights`` (n, L) bool (absent: every real
+      position is scored). For streams it is a 1-D integer array per split.
+
+    Optional: ``model_inputs(inputs) -> array``, the model's input for a batch of stored ``inputs``
+    (e.g. uint8 pixels -> float32 intensities), so that large datasets stay compact in memory;
+    ``pad_id``; ``unit`` ("char" names the bits-per-token metric ``bpc``).
+    """
+
+    kind: str
+    splits: Sequence[str]
+    vocab_size: int | None
+    seq_len: int | None
+    n_classes: int | None
+    volatile_keys: Sequence[str]
+
+    def load(self, progress: bool = True) -> Mapping[str, Any]: ...
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The public attributes and methods a ``Protocol`` (and the protocols it extends) declares, in order."""
+    names: list[str] = []
+    for base in reversed(protocol.__mro__):
+        if not getattr(base, "_is_protocol", False) or base is Protocol:
+            continue
+        for name in [*vars(base).get("__annotations__", {}), *vars(base)]:
+            if not name.startswith("_") and name not in names:
+                names.append(name)
+    return names
+
+
+def check_dataset(dataset: Any, protocol: type, where: str) -> None:
+    """A ``UserInputError`` naming the members of ``protocol`` that ``dataset`` lacks, and the protocol.
+
+    ``where`` names the config node (e.g. "data.pde"), so the message says which option to fix.
+    """
+    missing = [name for name in protocol_members(protocol) if not hasattr(dataset, name)]
+    if missing:
+        raise UserInputError(f"{where} ({type(dataset).__name__}) is not a {protocol.__name__} "
+                             f"(experiments.tasks.base.{protocol.__name__}): it lacks {', '.join(missing)}")

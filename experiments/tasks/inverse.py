@@ -1,7 +1,8 @@
 """Learning a proximal operator from noisy samples: the training task of learned proximal networks.
 
 Fang, Buchanan, Sulam, "What's in a Prior? Learned Proximal Networks for Inverse Problems", ICLR 2024
-(arXiv 2310.14344), Sec. 3-4; reference/lpn_cgs_optim.md 1.3-1.5.
+(arXiv 2310.14344), Sec. 3-4; the loss and its gamma schedule as github.com/ZhenghanFang/learned-proximal-networks
+(``lpn/utils/utils.py``, ``lpn/train.py``; the 1-D schedule in ``exps/laplacian/laplacian_train.ipynb``).
 
 Clean signals ``x`` come from a *signal source* and are corrupted as ``y = x + sigma * eps``,
 ``eps ~ N(0, I)``; the model (an LPN, ``lax_models.lpn``) maps ``y`` to an estimate of ``x`` of the same
@@ -24,14 +25,14 @@ The batch carries the step's ``gamma`` and whether the step is a proximal-matchi
 value per row, so the loss stays a pure function of ``(model, batch)``. The learning-rate drop of the
 reference (1e-3 for the l1 pre-training, 1e-4 after) comes from the schedule group (``schedule=step``).
 
-Sources:
+Sources (``experiments.data``; the signal-source contract is in ``experiments.data.signals``):
 
-* :class:`LaplaceSignals`: i.i.d. Laplace(0, b) vectors (the 1-D toy: b = 1, sigma = 1, whose MAP
-  denoiser is soft thresholding at sigma^2 / b and regularizer sigma^2 / b |x|). Evaluation splits
-  "test" (Laplace samples, noisy) and "grid" (y on [-grid_max, grid_max] against the soft threshold:
-  the error to the true prox; the objective, ``prox_mae``).
-* :class:`DigitImages`: scikit-learn's bundled 8x8 digits (no download) upsampled bilinearly to
-  ``size`` x ``size``, intensities in [0, 1]; splits train / val / test; objective PSNR on val.
+* ``experiments.data.signals.LaplaceSignals``: i.i.d. Laplace(0, b) vectors (the 1-D toy: b = 1,
+  sigma = 1, whose MAP denoiser is soft thresholding at sigma^2 / b and regularizer sigma^2 / b |x|).
+  Evaluation splits "test" (Laplace samples, noisy) and "grid" (y on [-grid_max, grid_max] against the
+  soft threshold: the error to the true prox; the objective, ``prox_mae``).
+* ``experiments.data.images.DigitImages``: scikit-learn's bundled 8x8 digits (no download) upsampled
+  bilinearly to ``size`` x ``size``, intensities in [0, 1]; splits train / val / test; objective PSNR on val.
 
 Metrics (means over the examples of a split): ``mse`` (per entry), ``psnr`` (dB, peak 1, per example),
 ``pm_loss`` at the last gamma, and ``prox_mae`` / ``prox_mse`` against the source's exact prox where one
@@ -47,145 +48,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.data import DEFAULT_CACHE_DIR, check_sizes, split_rng
+from experiments.data.signals import LaplaceSignals
 from experiments.errors import UserInputError
 from experiments.metrics import Mean
 from experiments.tasks.base import Objective, Shard, Task, eval_shape_or_error
 
-__all__ = ["DigitImages", "LaplaceSignals", "ProxDenoising", "soft_threshold"]
+__all__ = ["ProxDenoising"]
 
 LOSSES = ("l2", "l1", "proximal_matching")
-DIGITS_VERSION = 1
-
-
-def soft_threshold(y: np.ndarray, threshold: float) -> np.ndarray:
-    """prox of threshold * |x|: sign(y) max(|y| - threshold, 0)."""
-    return np.sign(y) * np.maximum(np.abs(y) - threshold, 0.0)
-
-
-class LaplaceSignals:
-    """Vectors with i.i.d. Laplace(0, scale) entries, drawn afresh for every training batch.
-
-    Args:
-      dim: entries per example (1 for the paper's 1-D toy).
-      scale: the Laplace scale b (density exp(-|x| / b) / 2b).
-      n_test: noisy samples in the "test" split.
-      grid_points: points of the "grid" split, y evenly spaced on [-grid_max, grid_max] (dim 1 only
-        uses them as they are; for dim > 1 each entry of an example takes the grid values in turn).
-      grid_max: half-width of the grid (the paper plots [-4, 4]).
-    """
-
-    kind = "sampler"
-    volatile_keys: tuple[str, ...] = ()
-
-    def __init__(self, dim: int = 1, scale: float = 1.0, n_test: int = 2000, grid_points: int = 401,
-                 grid_max: float = 4.0):
-        if dim < 1 or scale <= 0 or n_test < 1 or grid_points < 2 or grid_max <= 0:
-            raise ValueError(f"LaplaceSignals needs dim >= 1, scale > 0, n_test >= 1, grid_points >= 2 and "
-                             f"grid_max > 0, got {dim}, {scale}, {n_test}, {grid_points}, {grid_max}")
-        self.dim, self.scale, self.n_test = dim, scale, n_test
-        self.grid_points, self.grid_max = grid_points, grid_max
-        self.shape = (dim,)
-        self.eval_names = ("test", "grid")
-        self.objective = Objective("prox_mae", mode="min", split="grid")
-
-    def load(self, progress: bool = True) -> None:
-        del progress                                                     # nothing to generate ahead
-
-    def sample_train(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return rng.laplace(0.0, self.scale, size=(n, self.dim)).astype(np.float32)
-
-    def exact_prox(self, y: np.ndarray, sigma: float) -> np.ndarray:
-        """The MAP denoiser prox_{-sigma^2 log p}(y): soft thresholding at sigma^2 / b."""
-        return soft_threshold(y, sigma ** 2 / self.scale).astype(np.float32)
-
-    def eval_sets(self, sigma: float, seed: int) -> dict[str, dict[str, np.ndarray]]:
-        rng = split_rng(seed, "test")
-        x = self.sample_train(rng, self.n_test)
-        y = (x + sigma * rng.standard_normal(x.shape)).astype(np.float32)
-        grid = np.linspace(-self.grid_max, self.grid_max, self.grid_points, dtype=np.float32)
-        y_grid = np.repeat(grid[:, None], self.dim, axis=1)             # (points, dim)
-        return {"test": {"x": x, "y": y, "prox": self.exact_prox(y, sigma)},
-                "grid": {"x": self.exact_prox(y_grid, sigma), "y": y_grid,
-                         "prox": self.exact_prox(y_grid, sigma)}}
-
-
-def upsampled_digits(size: int) -> np.ndarray:
-    """scikit-learn's 1,797 digits, intensities / 16, bilinearly resized from 8x8 to (1797, size, size, 1)."""
-    from scipy.ndimage import zoom
-    from sklearn.datasets import load_digits
-
-    images = np.asarray(load_digits().images, np.float64) / 16.0       # (1797, 8, 8) in [0, 1]
-    out = zoom(images, (1, size / 8, size / 8), order=1, mode="nearest", grid_mode=True)   # (n, size, size)
-    return np.clip(out, 0.0, 1.0)[..., None].astype(np.float32)
-
-
-class DigitImages:
-    """scikit-learn's bundled 8x8 handwritten digits, upsampled to size x size, in [0, 1].
-
-    Args:
-      size: output side (16: 2x; 32: 4x); bilinear (order-1 spline) upsampling.
-      n_val, n_test: images held out (the rest, from a seeded permutation, train).
-      seed: the permutation.
-      cache_dir: where the arrays are cached (does not change the data).
-    """
-
-    kind = "images"
-    volatile_keys = ("cache_dir",)
-
-    def __init__(self, size: int = 16, n_val: int = 100, n_test: int = 200, seed: int = 0,
-                 cache_dir: str = DEFAULT_CACHE_DIR):
-        check_sizes("DigitImages", n_val=n_val, n_test=n_test)
-        if size < 8:
-            raise ValueError(f"DigitImages: size={size} must be at least 8 (the digits are 8x8)")
-        if n_val + n_test >= 1797:
-            raise ValueError(f"DigitImages: n_val + n_test = {n_val + n_test} leaves no training image of 1797")
-        self.size, self.n_val, self.n_test, self.seed, self.cache_dir = size, n_val, n_test, seed, cache_dir
-        self.shape = (size, size, 1)
-        self.eval_names = ("val", "test")
-        self.objective = Objective("psnr", mode="max", split="val")
-        self._splits: dict[str, np.ndarray] | None = None
-
-    def config(self) -> dict:
-        return {"size": self.size, "seed": self.seed}
-
-    def generate(self) -> dict[str, np.ndarray]:
-        images = upsampled_digits(self.size)
-        perm = split_rng(self.seed, "split").permutation(len(images))
-        return {"images": images[perm], "index": perm.astype(np.int32)}
-
-    def load(self, progress: bool = True) -> None:
-        from operators.pde.store import cached_arrays
-
-        images = cached_arrays("lpn_digits", self.config(), self.generate, self.cache_dir,
-                               version=DIGITS_VERSION)["images"]
-        n_train = len(images) - self.n_val - self.n_test
-        self._splits = {"train": images[:n_train], "val": images[n_train:n_train + self.n_val],
-                        "test": images[n_train + self.n_val:]}
-
-    def split(self, name: str) -> np.ndarray:
-        if self._splits is None:
-            raise RuntimeError("DigitImages.load() must run before the images are used")
-        return self._splits[name]
-
-    def sample_train(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        train = self.split("train")
-        return train[rng.integers(0, len(train), size=n)]
-
-    def eval_sets(self, sigma: float, seed: int) -> dict[str, dict[str, np.ndarray]]:
-        out = {}
-        for name in self.eval_names:
-            x = self.split(name)
-            y = x + sigma * split_rng(seed, name).standard_normal(x.shape).astype(np.float32)
-            out[name] = {"x": x, "y": y.astype(np.float32)}
-        return out
 
 
 class ProxDenoising(Task):
     """Train a denoiser (a learned proximal network) on ``y = x + sigma * noise`` -> ``x``.
 
     Args:
-      source: the clean signals (:class:`LaplaceSignals` or :class:`DigitImages`).
+      source: the clean signals (``experiments.data.signals.LaplaceSignals`` or
+        ``experiments.data.images.DigitImages``).
       sigma: the noise level (1-D toy: 1; digits: 0.1, the reference's MNIST level).
       loss: "proximal_matching" (after ``pretrain_steps`` of l1), "l1" or "l2".
       pretrain_steps: l1 steps before proximal matching (reference: half of the run).
@@ -214,7 +92,7 @@ class ProxDenoising(Task):
         self.source, self.sigma, self.loss_name = source, float(sigma), loss
         self.pretrain_steps = pretrain_steps if loss == "proximal_matching" else 0
         self.gammas, self.stage_steps, self._steps_per_epoch = gammas, stage_steps, steps_per_epoch
-        self.objective = source.objective
+        self.objective = Objective(*source.objective)
         self.volatile_keys = tuple(f"source.{k}" for k in getattr(source, "volatile_keys", ()))
         self._evals: dict[str, dict[str, np.ndarray]] | None = None
         self._seed = 0

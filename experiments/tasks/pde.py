@@ -3,16 +3,12 @@
 ``OperatorTask`` is generic over the PDE: it takes a *field dataset* (``pde``), draws ``n_train`` /
 ``n_test`` pairs from it, normalises them, trains at one resolution and evaluates at several (the
 zero-shot super-resolution of neural operators). A new PDE is a field dataset plus one YAML file in
-``configs/data/`` naming it as ``pde``. A field dataset is any object with
+``configs/data/`` naming it as ``pde``. A field dataset is any object of the protocol
+``experiments.tasks.base.FieldDataset`` (``in_channels``, ``out_channels``, ``volatile_keys``,
+``spatial_shape``, ``load``, ``subsample``); the task checks it when it is built.
 
-* ``in_channels``, ``out_channels``: channels of the input and output fields;
-* ``volatile_keys``: its arguments that do not change the data (a cache directory, a worker count);
-* ``spatial_shape(resolution) -> tuple``: the grid at a resolution, or a ValueError naming the
-  reachable resolutions;
-* ``load(split, n, progress) -> (inputs, outputs)``: arrays ``(n, *grid, channels)`` on its native grid;
-* ``subsample(fields, resolution)``: ``(n, *grid, c)`` on the native grid -> the same at ``resolution``.
-
-``operators.pde.darcy.DarcyFlow`` is the first (the FNO paper's Darcy benchmark, section 5.2).
+``experiments.data.darcy.DarcyFlow`` is the first (the FNO paper's Darcy benchmark, section 5.2); also
+``experiments.data.burgers.BurgersFlow`` and ``experiments.data.navier_stokes.NavierStokesFlow``.
 """
 from __future__ import annotations
 
@@ -25,7 +21,7 @@ import numpy as np
 
 from experiments.errors import UserInputError
 from experiments.metrics import Mean
-from experiments.tasks.base import Objective, Task
+from experiments.tasks.base import FieldDataset, Objective, Task, check_dataset
 from operators.losses import relative_h1, relative_hs, relative_lp
 
 NORMALIZERS = ("pointwise", "global", "none")
@@ -61,7 +57,7 @@ class OperatorTask(Task):
     """Learn ``pde``'s input -> output map; inputs and targets are ``(batch, *grid, channels)``.
 
     Args:
-      pde: the field dataset (see the module docstring), e.g. ``DarcyFlow(resolution=127)``.
+      pde: the field dataset (``FieldDataset``), e.g. ``DarcyFlow(resolution=127)``.
       n_train, n_test: pairs drawn from its train and test splits.
       n_val: pairs drawn from its validation split (0: none). With a validation split, the objective is
         ``rel_l2`` on it (split ``val_s<train_resolution>``), so that sweeps tune on validation data
@@ -96,11 +92,12 @@ class OperatorTask(Task):
         if n_train < 1 or n_test < 1 or n_val < 0:
             raise UserInputError(f"data.n_train and data.n_test must be >= 1 and data.n_val >= 0 (got "
                                  f"{n_train}, {n_test}, {n_val})")
+        check_dataset(pde, FieldDataset, "data.pde")
         self.pde, self.n_train, self.n_test, self.n_val = pde, n_train, n_test, n_val
         if n_val:
             self.objective = Objective("rel_l2", mode="min", split=f"val_s{train_resolution}")
         self.train_resolution = train_resolution
-        self.volatile_keys = tuple(f"pde.{k}" for k in getattr(pde, "volatile_keys", ()))
+        self.volatile_keys = tuple(f"pde.{k}" for k in pde.volatile_keys)
         # Evaluate at the training resolution first, then every extra one, without repeats.
         resolutions = list(dict.fromkeys([train_resolution, *test_resolutions]))
         try:

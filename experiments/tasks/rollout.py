@@ -14,10 +14,10 @@ trajectory, the target the next ``t_out``.
   normalised pointwise (``UnitGaussianNormalizer``), the loss is the relative L2 of the decoded
   prediction over the whole space-time block.
 
-The data is a *trajectory dataset*: the field-dataset protocol of ``experiments.tasks.pde`` (``load``,
-``spatial_shape``, ``subsample``, ``volatile_keys``) whose ``load`` returns ``(initial field, snapshots)``
-with the snapshots ``(n, *grid, T)`` as channels, and ``n_snapshots`` = T (e.g.
-``operators.pde.navier_stokes.NavierStokesFlow``).
+The data is a *trajectory dataset*, the protocol ``experiments.tasks.base.TrajectoryDataset``
+(``load``, ``spatial_shape``, ``subsample``, ``volatile_keys``, ``n_snapshots``): its ``load`` returns
+``(initial field, snapshots)`` with the snapshots ``(n, *grid, T)`` as channels, ``n_snapshots`` = T
+(e.g. ``experiments.data.navier_stokes.NavierStokesFlow``). The tasks check it when they are built.
 
 Metrics of both, per example then averaged over the split: ``rel_l2``, the relative L2 error of the
 whole predicted trajectory (the paper's reported number, its ``test_l2_full``); ``rel_l2_step``, the
@@ -36,7 +36,7 @@ import numpy as np
 
 from experiments.errors import UserInputError
 from experiments.metrics import Mean
-from experiments.tasks.base import Objective, Task, eval_shape_or_error
+from experiments.tasks.base import Objective, Task, TrajectoryDataset, check_dataset, eval_shape_or_error
 from experiments.tasks.pde import GaussianNormalizer
 from operators.losses import relative_lp
 
@@ -61,7 +61,8 @@ class _TrajectoryTask(Task):
         if n_train < 1 or n_test < 1 or n_val < 0:
             raise UserInputError(f"data.n_train and data.n_test must be >= 1 and data.n_val >= 0 (got "
                                  f"{n_train}, {n_test}, {n_val})")
-        total = int(getattr(pde, "n_snapshots"))
+        check_dataset(pde, TrajectoryDataset, "data.pde")
+        total = int(pde.n_snapshots)
         t_out = total - t_in if t_out is None else int(t_out)
         if t_in < 1 or t_out < 1 or t_in + t_out > total:
             raise UserInputError(
@@ -70,7 +71,7 @@ class _TrajectoryTask(Task):
         self.pde, self.n_train, self.n_test, self.n_val = pde, n_train, n_test, n_val
         self.t_in, self.t_out = int(t_in), t_out
         self.train_resolution = train_resolution
-        self.volatile_keys = tuple(f"pde.{k}" for k in getattr(pde, "volatile_keys", ()))
+        self.volatile_keys = tuple(f"pde.{k}" for k in pde.volatile_keys)
         if n_val:
             self.objective = Objective("rel_l2", mode="min", split=f"val_s{train_resolution}")
         resolutions = list(dict.fromkeys([train_resolution, *test_resolutions]))
@@ -180,7 +181,7 @@ class RolloutTask(_TrajectoryTask):
     """Autoregressive rollout: ``model`` maps ``(batch, *grid, t_in)`` to the next snapshot ``(batch, *grid, 1)``.
 
     Args:
-      pde: the trajectory dataset (see the module docstring).
+      pde: the trajectory dataset (``TrajectoryDataset``, see the module docstring).
       n_train, n_test, n_val: trajectories of its train / test / validation splits (n_val 0: none; with a
         validation split the objective is ``rel_l2`` on it).
       t_in: snapshots given as input (the paper: 10).

@@ -1,7 +1,7 @@
 """Sequence tasks: classify or regress a whole sequence, or predict a token at every position.
 
-The tasks take a *sequence dataset* (``dataset``; the protocol is in ``experiments/data/__init__.py``)
-and own the batching, the loss, the metrics and the objective. The model is called as
+The tasks take a *sequence dataset* (``dataset``; the protocol ``experiments.tasks.base.SequenceDataset``,
+checked when a task is built) and own the batching, the loss, the metrics and the objective. The model is called as
 ``model(inputs, mask)``: ``inputs`` (B, L) int32 tokens when the dataset has a vocabulary, else
 (B, L, d_input) float32 features; ``mask`` (B, L) bool, True at real positions (as
 ``lax_models.sequence.SequenceModel``; ``head="pool"`` for the first two families, ``"token"`` for
@@ -41,7 +41,7 @@ import optax
 
 from experiments.errors import UserInputError
 from experiments.metrics import Mean
-from experiments.tasks.base import Objective, Shard, Task, eval_shape_or_error
+from experiments.tasks.base import Objective, SequenceDataset, Shard, Task, check_dataset, eval_shape_or_error
 
 Batch = dict[str, np.ndarray]
 
@@ -54,13 +54,17 @@ class _SequenceTask(Task):
     kinds: tuple[str, ...] = ()
 
     def __init__(self, dataset: Any):
-        kind = getattr(dataset, "kind", None)
+        check_dataset(dataset, SequenceDataset, "data.dataset")
+        kind = dataset.kind
         if kind not in self.kinds:
             raise UserInputError(f"{type(self).__name__} takes a dataset of kind {' or '.join(self.kinds)}, but "
                                  f"data.dataset ({type(dataset).__name__}) is of kind {kind!r}; use "
                                  f"{_FAMILY.get(kind, 'another task')} for it")
+        if dataset.vocab_size is None and not hasattr(dataset, "d_input"):
+            raise UserInputError(f"data.dataset ({type(dataset).__name__}) has real features (vocab_size None) but no "
+                                 f"d_input, their channels (experiments.tasks.base.SequenceDataset)")
         self.dataset = dataset
-        self.volatile_keys = tuple(f"dataset.{k}" for k in getattr(dataset, "volatile_keys", ()))
+        self.volatile_keys = tuple(f"dataset.{k}" for k in dataset.volatile_keys)
         self._eval_names = [s for s in dataset.splits if s != "train"]
         if "train" not in dataset.splits or not self._eval_names:
             raise UserInputError(f"data.dataset ({type(dataset).__name__}) must provide a 'train' split and at "

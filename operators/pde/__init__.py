@@ -1,10 +1,10 @@
-"""PDE data generators: Gaussian random fields, the FNO Darcy-flow and Navier-Stokes benchmarks, an on-disk
-array cache."""
+"""PDE numerics: Gaussian random fields, the Darcy, Burgers and Navier-Stokes solvers and generators of the
+FNO benchmarks, Krylov subspace recycling. Pure functions of arrays and random streams; no files (the
+cached datasets built on them are ``experiments.data``)."""
+from operators.pde.burgers import BurgersGenerator, cole_hopf, grf1_periodic, solve_burgers
 from operators.pde.darcy import (
-    DARCY_GENERATOR_VERSION,
-    darcy_dataset,
-    generate_darcy,
-    split_rng,
+    DarcyGenerator,
+    DarcySystems,
     subsample,
     subsample_stride,
     subsampled_resolution,
@@ -20,40 +20,34 @@ from operators.pde.darcy_solver import (
 )
 from operators.pde.grf import cosine_kl_amplitudes, gaussian_random_field_cosine
 from operators.pde.navier_stokes import (
-    NavierStokesFlow,
-    generate_navier_stokes,
+    NavierStokesGenerator,
     navier_stokes_2d,
-    navier_stokes_dataset,
     navier_stokes_forcing,
     navier_stokes_grf,
 )
 from operators.pde.spline_interpolation import interpolate_tensor_grid, spline_interpolation_matrix
-from operators.pde.store import DatasetCacheError, cache_file_path, cached_arrays
 
 __all__ = [
-    "DARCY_GENERATOR_VERSION",
-    "DatasetCacheError",
-    "NavierStokesFlow",
-    "cache_file_path",
-    "cached_arrays",
+    "BurgersGenerator",
+    "DarcyGenerator",
+    "DarcySystems",
+    "NavierStokesGenerator",
     "cell_centre_grid",
     "cell_node_interpolation_matrices",
+    "cole_hopf",
     "cosine_kl_amplitudes",
-    "darcy_dataset",
     "darcy_five_point_matrix",
     "gaussian_random_field_cosine",
-    "generate_darcy",
-    "generate_navier_stokes",
+    "grf1_periodic",
     "interpolate_tensor_grid",
     "navier_stokes_2d",
-    "navier_stokes_dataset",
     "navier_stokes_forcing",
     "navier_stokes_grf",
     "nodal_grid",
+    "solve_burgers",
     "solve_darcy_cells",
     "solve_darcy_nodal",
     "spline_interpolation_matrix",
-    "split_rng",
     "subsample",
     "subsample_stride",
     "subsampled_resolution",

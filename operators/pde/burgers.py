@@ -5,9 +5,11 @@
 Initial conditions (the FNO scripts' ``GRF1(N = K/2, m = 0, gamma, tau, sigma, "periodic")``):
 ``u0(x) = sum_{k=1}^{K/2} alpha_k cos(2 pi k x) + beta_k sin(2 pi k x)`` with alpha_k, beta_k
 independent ``N(0, lambda_k^2)``, ``lambda_k = sqrt(2) sigma ((2 pi k)^2 + tau^2)^(-gamma / 2)``:
-a draw of ``N(0, sigma^2 (-Laplacian + tau^2)^-gamma)`` without its mean mode. The paper's setting
-(FNO, Li et al. 2021, Sec. 5.1; reference operators.md 3.2): sigma = 25, tau = 5, gamma = 2
-(``N(0, 625 (-Laplacian + 25 I)^-2)``), nu = 0.1, t_final = 1, solved on K = 8192 points.
+a draw of ``N(0, sigma^2 (-Laplacian + tau^2)^-gamma)`` without its mean mode (github.com/zongyi-li/
+fourier_neural_operator, ``data_generation/burgers/GRF1.m``). The paper's setting (Li et al., "Fourier
+Neural Operator for Parametric Partial Differential Equations", ICLR 2021, arXiv 2010.08895, Sec. 5.1):
+sigma = 25, tau = 5, gamma = 2 (``N(0, 625 (-Laplacian + 25 I)^-2)``), nu = 0.1, t_final = 1, solved on
+K = 8192 points.
 
 Solver: Fourier pseudo-spectral in space (real FFT, 2/3-rule dealiasing of the nonlinear term),
 ETDRK4 in time (Cox and Matthews 2002) with the contour-integral evaluation of its coefficients
@@ -15,26 +17,23 @@ ETDRK4 in time (Cox and Matthews 2002) with the contour-integral evaluation of i
 that the FNO data used. A pure, jittable JAX function of ``u0`` (``solve_burgers``), vmapped over
 samples: it can also serve as a differentiable simulator.
 
+``BurgersGenerator`` holds the data's settings and generates samples from a given random stream; it
+reads and writes no files. The cached dataset is ``experiments.data.burgers``.
+
 Oracle (tests): the Cole-Hopf transform ``u = -2 nu (log phi)_x`` with ``phi_t = nu phi_xx`` gives
 the exact solution for any u0 (``cole_hopf``), evaluated spectrally.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from operators.pde.darcy import DEFAULT_CACHE_DIR, split_rng
-from operators.pde.store import cached_arrays
-
-__all__ = ["BurgersFlow", "burgers_dataset", "cole_hopf", "etdrk4_coefficients", "grf1_periodic",
-           "solve_burgers"]
-
-BURGERS_GENERATOR_VERSION = 1
+__all__ = ["BurgersGenerator", "cole_hopf", "etdrk4_coefficients", "grf1_periodic", "solve_burgers"]
 
 
 def grf1_periodic(rng: np.random.Generator, n_samples: int, resolution: int, sigma: float = 25.0,
@@ -117,77 +116,46 @@ def cole_hopf(u0: np.ndarray, nu: float, t: float) -> np.ndarray:
     return -2 * nu * phi_x / phi
 
 
-def generate_burgers(n_samples: int, resolution: int, nu: float = 0.1, t_final: float = 1.0,
-                     n_steps: int = 200, sigma: float = 25.0, tau: float = 5.0, gamma: float = 2.0,
-                     seed: int = 0, split: str = "train", batch: int = 100,
-                     progress: bool = True) -> dict[str, np.ndarray]:
-    """``{"u0": (n, K), "u": (n, K)}`` float32, solved in float32 batches of ``batch`` samples."""
-    u0 = grf1_periodic(split_rng(seed, split), n_samples, resolution, sigma, tau, gamma)
-    solve = jax.jit(jax.vmap(lambda a: solve_burgers(a, nu, t_final, n_steps)))
-    out = np.empty((n_samples, resolution), np.float32)
-    for lo in tqdm(range(0, n_samples, batch), desc=f"Burgers {split} K={resolution}", unit="batch",
-                   disable=not progress):
-        out[lo:lo + batch] = np.asarray(solve(jnp.asarray(u0[lo:lo + batch], jnp.float32)))
-    if not np.all(np.isfinite(out)):
-        raise FloatingPointError(f"the Burgers solve diverged (n_steps={n_steps} is too few for nu={nu} at "
-                                 f"K={resolution}); raise n_steps")
-    return {"u0": u0.astype(np.float32), "u": out}
+@dataclasses.dataclass(frozen=True)
+class BurgersGenerator:
+    """The settings of the Burgers data (module docstring) and the generation itself (``generate``).
 
+    Args:
+      resolution: K, periodic grid points x_j = j / K (even, >= 4).
+      nu, t_final, n_steps: viscosity, horizon and ETDRK4 steps of ``solve_burgers``.
+      sigma, tau, gamma: the GRF1 initial condition (``grf1_periodic``).
 
-def burgers_dataset(split: str, n_samples: int, resolution: int, nu: float = 0.1, t_final: float = 1.0,
-                    n_steps: int = 200, sigma: float = 25.0, tau: float = 5.0, gamma: float = 2.0,
-                    seed: int = 0, cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
-                    progress: bool = True) -> dict[str, np.ndarray]:
-    """``generate_burgers`` through the on-disk cache, keyed by every argument that shapes the data."""
-    config = {"split": str(split), "n_samples": int(n_samples), "resolution": int(resolution), "nu": float(nu),
-              "t_final": float(t_final), "n_steps": int(n_steps), "sigma": float(sigma), "tau": float(tau),
-              "gamma": float(gamma), "seed": int(seed)}
-    return cached_arrays("burgers", config,
-                         lambda: generate_burgers(n_samples, resolution, nu, t_final, n_steps, sigma, tau, gamma,
-                                                  seed, split, progress=progress),
-                         cache_dir, version=BURGERS_GENERATOR_VERSION)
-
-
-class BurgersFlow:
-    """The Burgers benchmark as a field dataset for operator learning: u0 -> u(., t_final), one channel each.
-
-    Solved on K = ``resolution`` periodic points x_j = j / K and subsampled by striding to any s
-    dividing K (8192 gives 4096, ..., 256, as the paper's columns). The data half of
-    ``experiments.tasks.pde.OperatorTask``; its arguments are the generator's (module docstring).
+    Raises:
+      ValueError: an odd or too small grid, or nu, t_final <= 0 or n_steps < 1.
     """
 
-    in_channels = 1
-    out_channels = 1
-    volatile_keys = ("cache_dir",)  # settings that leave the data unchanged
+    resolution: int
+    nu: float = 0.1
+    t_final: float = 1.0
+    n_steps: int = 200
+    sigma: float = 25.0
+    tau: float = 5.0
+    gamma: float = 2.0
 
-    def __init__(self, resolution: int = 1024, nu: float = 0.1, t_final: float = 1.0, n_steps: int = 200,
-                 sigma: float = 25.0, tau: float = 5.0, gamma: float = 2.0, seed: int = 0,
-                 cache_dir: str = DEFAULT_CACHE_DIR):
-        if resolution < 4 or resolution % 2:
-            raise ValueError(f"the Burgers grid needs an even number of points >= 4; got resolution={resolution}")
-        if nu <= 0 or t_final <= 0 or n_steps < 1:
-            raise ValueError(f"need nu > 0, t_final > 0 and n_steps >= 1; got {nu}, {t_final}, {n_steps}")
-        self.resolution, self.cache_dir = int(resolution), cache_dir
-        self.generator = dict(nu=nu, t_final=t_final, n_steps=n_steps, sigma=sigma, tau=tau, gamma=gamma, seed=seed)
+    def __post_init__(self):
+        if self.resolution < 4 or self.resolution % 2:
+            raise ValueError(f"the Burgers grid needs an even number of points >= 4; got resolution={self.resolution}")
+        if self.nu <= 0 or self.t_final <= 0 or self.n_steps < 1:
+            raise ValueError(f"need nu > 0, t_final > 0 and n_steps >= 1; got {self.nu}, {self.t_final}, "
+                             f"{self.n_steps}")
 
-    def _stride(self, resolution: int) -> int:
-        if resolution < 2 or self.resolution % resolution:
-            reachable = [self.resolution // d for d in range(1, self.resolution // 2 + 1) if self.resolution % d == 0]
-            raise ValueError(f"resolution {resolution} cannot be taken from the periodic grid of K={self.resolution} "
-                             f"points by striding; valid resolutions are the divisors {reachable}")
-        return self.resolution // resolution
-
-    def spatial_shape(self, resolution: int) -> tuple[int]:
-        """(s,) for a reachable resolution s (a divisor of K); a ValueError listing them otherwise."""
-        self._stride(resolution)
-        return (resolution,)
-
-    def load(self, split: str, n: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(u0, u), each (n, K, 1) float32, generated on first use and cached."""
-        data = burgers_dataset(split, n, self.resolution, cache_dir=self.cache_dir, progress=progress,
-                               **self.generator)
-        return data["u0"][..., None], data["u"][..., None]
-
-    def subsample(self, fields: np.ndarray, resolution: int) -> np.ndarray:
-        """(n, K, c) -> (n, s, c): every (K / s)-th point."""
-        return fields[:, ::self._stride(resolution)]
+    def generate(self, rng: np.random.Generator, n_samples: int, *, batch: int = 100, progress: bool = True,
+                 label: str = "") -> dict[str, np.ndarray]:
+        """``{"u0": (n, K), "u": (n, K)}`` float32: initial conditions drawn from ``rng``, solved in float32
+        batches of ``batch`` samples. ``label`` names the job in the progress bar (e.g. the split)."""
+        resolution, nu, t_final, n_steps = self.resolution, self.nu, self.t_final, self.n_steps
+        u0 = grf1_periodic(rng, n_samples, resolution, self.sigma, self.tau, self.gamma)
+        solve = jax.jit(jax.vmap(lambda a: solve_burgers(a, nu, t_final, n_steps)))
+        out = np.empty((n_samples, resolution), np.float32)
+        for lo in tqdm(range(0, n_samples, batch), desc=" ".join(filter(None, ("Burgers", label, f"K={resolution}"))),
+                       unit="batch", disable=not progress):
+            out[lo:lo + batch] = np.asarray(solve(jnp.asarray(u0[lo:lo + batch], jnp.float32)))
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError(f"the Burgers solve diverged (n_steps={n_steps} is too few for nu={nu} at "
+                                     f"K={resolution}); raise n_steps")
+        return {"u0": u0.astype(np.float32), "u": out}

@@ -1,4 +1,4 @@
-"""Darcy-flow benchmark data of the Fourier neural operator paper (Li et al. 2021, ICLR, sec. 5.2).
+"""The Darcy-flow generator of the Fourier neural operator paper (Li et al., ICLR 2021, arXiv 2010.08895, sec. 5.2).
 
     -div(a(x) grad u(x)) = f(x) on (0,1)^2,  u = 0 on the boundary,  f = 1,
     a = a_pos (12) where U >= 0,  a = a_neg (3) where U < 0,
@@ -11,9 +11,15 @@ data_generation/darcy/{GRF.m, solve_gwf.m}): draw U on the K x K cell-centre gri
 ``sol[i, j]`` are the same physical point ((2 i + 1) / (2 K), (2 j + 1) / (2 K)). The shipped
 benchmark uses K = 421 and a_neg = 3 (the MATLAB demo.m has 4).
 
+``DarcyGenerator`` holds the generator's settings and generates samples from a given random stream;
+it reads and writes no files. The cached dataset (splits, seeds, the on-disk cache) is
+``experiments.data.darcy``.
+
 Options of this framework (not in the original generator):
 * ``coefficient="lognormal"``: a = exp(U) instead of the threshold (the alternative in demo.m, and the
-  Darcy family of SKR, Wang et al. 2024, with GRF(alpha=2.5, tau=7)); a_pos / a_neg are then unused.
+  Darcy family of SKR, Wang et al., "Accelerating Data Generation for Neural Operators via Krylov Subspace
+  Recycling", ICLR 2024, arXiv 2401.09516, github.com/wanghong1700/NO-DataGen-SKR, with GRF(alpha=2.5,
+  tau=7)); a_pos / a_neg are then unused.
 * ``solver``: how the five-point systems are solved. "direct" (default): sparse LU per sample.
   "krylov": GMRES(40) with an ILU preconditioner per sample (``krylov.solve_independent``).
   "recycled": SKR (``krylov.solve_recycled``): all fields are drawn first, the systems are sorted by
@@ -21,7 +27,7 @@ Options of this framework (not in the original generator):
   by GCRO-DR(40, 20), recycling a subspace and the solution from each system to the next; this needs
   the systems in sequence in one process, so ``workers`` is ignored. The iterative solvers stop at
   the relative residual ``ITERATIVE_RTOL`` = 1e-8, so the data equals the direct solver's to about
-  1e-7 relative (stored in float32) and the solver is not part of the cache key.
+  1e-7 relative (stored in float32) and the solver is not part of the dataset's cache key.
 
 Properties of the original pipeline that are reproduced on purpose:
 * The data lives at the cell centres (2 i + 1) / (2 K), not on linspace(0, 1, K).
@@ -33,29 +39,21 @@ Properties of the original pipeline that are reproduced on purpose:
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import multiprocessing
 import os
 import sys
-import functools
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
 
 from operators.pde import krylov
-from operators.pde.darcy_solver import (  # noqa: F401 (solve_darcy_nodal: re-export)
-    cell_node_interpolation_matrices,
-    darcy_five_point_matrix,
-    solve_darcy_cells,
-    solve_darcy_nodal,
-)
+from operators.pde.darcy_solver import cell_node_interpolation_matrices, darcy_five_point_matrix, solve_darcy_cells
 from operators.pde.grf import gaussian_random_field_cosine
 from operators.pde.spline_interpolation import interpolate_tensor_grid
-from operators.pde.store import cached_arrays
 
-DARCY_GENERATOR_VERSION = 1
-DEFAULT_CACHE_DIR = ".cache/neural_lax"
 # Below this many grid points in all (n_samples * K^2) the solves run in this process: starting worker
 # processes (about a second each) would cost more than it saves. 50e6 is ~280 samples at K = 421.
 PARALLEL_MIN_POINTS = 50_000_000
@@ -122,130 +120,98 @@ def solve_darcy_cells_krylov(a_cells: np.ndarray) -> np.ndarray:
     return systems.cell_values(result.solutions[0])
 
 
-def split_rng(seed: int, split: str) -> np.random.Generator:
-    """Random stream of one split: PCG64 seeded with [seed, crc32(split)] (train/test independent)."""
-    return np.random.default_rng([int(seed), zlib.crc32(split.encode("utf-8"))])
+@dataclasses.dataclass(frozen=True)
+class DarcyGenerator:
+    """The settings of the Darcy generator and the generation itself (``generate``), on a K x K grid.
 
+    Args:
+      resolution: K, points per axis of the cell-centre grid the PDE is solved on (K >= 3).
+      alpha, tau: the GRF N(0, (-Laplacian + tau^2 I)^(-alpha)) (``grf.gaussian_random_field_cosine``).
+      a_pos, a_neg: the two values of the thresholded coefficient (unused with "lognormal").
+      coefficient: "threshold" (a_pos / a_neg, the FNO benchmark) | "lognormal" (a = exp(U)).
+      solver: "direct" | "krylov" | "recycled" (module docstring); changes the data only within the
+        iterative solvers' tolerance ``ITERATIVE_RTOL``.
 
-def generate_darcy(
-    n_samples: int,
-    resolution: int,
-    alpha: float = 2.0,
-    tau: float = 3.0,
-    a_pos: float = 12.0,
-    a_neg: float = 3.0,
-    seed: int = 0,
-    split: str = "train",
-    progress: bool = True,
-    workers: int | None = None,
-    solver: str = "direct",
-    coefficient: str = "threshold",
-) -> dict[str, np.ndarray]:
-    """Generate n Darcy samples at resolution K (cell-centre grid), as the FNO MATLAB generator.
-
-    Fields are drawn one at a time from ``split_rng(seed, split)``, so sample i does not depend on
-    n_samples (the first k of n samples equal the k samples of a request for k). The fields are drawn
-    in this process; the independent solves are spread over ``workers`` processes (default:
-    ``default_workers``), which changes nothing in the result. ``solver="recycled"`` solves in this
-    process, in sorted order (see the module docstring); ``coefficient`` picks threshold (a_pos /
-    a_neg) or lognormal (exp(U)) fields. The solution is that of the stored float32 coefficient.
-
-    Returns:
-        {"coeff": (n, K, K) float32 (in {a_neg, a_pos} for "threshold"), "sol": (n, K, K) float32},
-        both at the cell centres (2 i + 1) / (2 K); axis 1 is x, axis 2 is y.
+    Raises:
+      ValueError: K < 3, or ``solver`` / ``coefficient`` not one of the choices (naming them).
     """
-    check_darcy_options(solver, coefficient)
-    rng = split_rng(seed, split)
-    coeff = np.empty((n_samples, resolution, resolution), dtype=np.float32)
-    sol = np.empty((n_samples, resolution, resolution), dtype=np.float32)
-    samples = tqdm(
-        range(n_samples),
-        desc=f"Darcy {split} K={resolution}",
-        unit="sample",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    for i in range(n_samples):
-        field = gaussian_random_field_cosine(rng, 1, resolution, alpha, tau)[0]
-        if coefficient == "threshold":
-            coeff[i] = threshold_coefficient(field, a_pos, a_neg)  # exact in float32: a_pos / a_neg
-        else:
-            coeff[i] = lognormal_coefficient(field)
-    if solver == "recycled":  # sorted, in sequence, in this process
-        systems = DarcySystems(coeff)
-        bar = iter(samples)
 
-        def store(i: int, x: np.ndarray) -> None:
-            sol[i] = systems.cell_values(x)
-            next(bar, None)
+    resolution: int
+    alpha: float = 2.0
+    tau: float = 3.0
+    a_pos: float = 12.0
+    a_neg: float = 3.0
+    coefficient: str = "threshold"
+    solver: str = "direct"
 
-        krylov.solve_recycled(systems, np.ones((resolution - 2) ** 2),
-                              features=krylov.low_frequency_modes(coeff, min(8, resolution)),
-                              rtol=ITERATIVE_RTOL, store=store)
-        samples.close()
-        return {"coeff": coeff, "sol": sol}
-    solve = functools.partial(solve_darcy_cells, f=1.0) if solver == "direct" else solve_darcy_cells_krylov
-    workers = default_workers(n_samples, resolution) if workers is None else int(workers)
-    if workers <= 1:
-        for i in samples:
-            sol[i] = solve(coeff[i])
-    else:
-        # "spawn": the parent may hold JAX's threads, which must not be forked.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            chunk = max(1, min(16, n_samples // (4 * workers)))
-            for i, u in zip(samples, pool.map(solve, coeff, chunksize=chunk)):
-                sol[i] = u
-    return {"coeff": coeff, "sol": sol}
+    def __post_init__(self):
+        if self.resolution < 3:
+            raise ValueError(f"the Darcy solve grid needs at least 3 points per axis, got resolution={self.resolution}")
+        check_darcy_options(self.solver, self.coefficient)
 
+    def coefficients(self, rng: np.random.Generator, n_samples: int) -> np.ndarray:
+        """(n, K, K) float32 coefficients at the cell centres, fields drawn one at a time from ``rng``."""
+        K = self.resolution
+        coeff = np.empty((n_samples, K, K), dtype=np.float32)
+        for i in range(n_samples):
+            field = gaussian_random_field_cosine(rng, 1, K, self.alpha, self.tau)[0]
+            if self.coefficient == "threshold":
+                coeff[i] = threshold_coefficient(field, self.a_pos, self.a_neg)  # exact in float32: a_pos / a_neg
+            else:
+                coeff[i] = lognormal_coefficient(field)
+        return coeff
 
-def darcy_dataset(
-    split: str,
-    n_samples: int,
-    resolution: int,
-    alpha: float = 2.0,
-    tau: float = 3.0,
-    a_pos: float = 12.0,
-    a_neg: float = 3.0,
-    seed: int = 0,
-    cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
-    progress: bool = True,
-    workers: int | None = None,
-    solver: str = "direct",
-    coefficient: str = "threshold",
-) -> dict[str, np.ndarray]:
-    """``generate_darcy`` at the fine resolution K = resolution, through the on-disk cache.
+    def generate(self, rng: np.random.Generator, n_samples: int, *, progress: bool = True,
+                 workers: int | None = None, label: str = "") -> dict[str, np.ndarray]:
+        """Generate n Darcy samples at resolution K (cell-centre grid), as the FNO MATLAB generator.
 
-    The cache entry is keyed by (split, n_samples, resolution, alpha, tau, a_pos, a_neg, seed) and
-    ``DARCY_GENERATOR_VERSION``; see ``store.cached_arrays``. Subsample with ``subsample``.
-    ``coefficient="lognormal"`` adds "coefficient" to the key and drops a_pos / a_neg (unused); the
-    threshold key is unchanged, so existing caches stay valid. ``solver`` and ``workers`` are not
-    in the key: they do not change the data beyond the solver tolerance.
-    """
-    check_darcy_options(solver, coefficient)
-    config = {
-        "split": str(split),
-        "n_samples": int(n_samples),
-        "resolution": int(resolution),
-        "alpha": float(alpha),
-        "tau": float(tau),
-        "a_pos": float(a_pos),
-        "a_neg": float(a_neg),
-        "seed": int(seed),
-        "rhs": 1.0,
-    }
-    if coefficient != "threshold":
-        config["coefficient"] = coefficient
-        del config["a_pos"], config["a_neg"]
+        Fields are drawn one at a time from ``rng``, so sample i does not depend on n_samples (the first
+        k of n samples equal the k samples of a request for k from the same stream). The fields are drawn
+        in this process; the independent solves are spread over ``workers`` processes (default:
+        ``default_workers``), which changes nothing in the result. ``solver="recycled"`` solves in this
+        process, in sorted order (see the module docstring). The solution is that of the stored float32
+        coefficient. ``label`` names the job in the progress bar (e.g. the split).
 
-    def generate() -> dict[str, np.ndarray]:
-        return generate_darcy(
-            n_samples, resolution, alpha, tau, a_pos, a_neg, seed, split, progress=progress,
-            workers=workers, solver=solver,  # not part of the cache key: they do not change the data
-            coefficient=coefficient,
+        Returns:
+            {"coeff": (n, K, K) float32 (in {a_neg, a_pos} for "threshold"), "sol": (n, K, K) float32},
+            both at the cell centres (2 i + 1) / (2 K); axis 1 is x, axis 2 is y.
+        """
+        resolution = self.resolution
+        sol = np.empty((n_samples, resolution, resolution), dtype=np.float32)
+        samples = tqdm(
+            range(n_samples),
+            desc=" ".join(filter(None, ("Darcy", label, f"K={resolution}"))),
+            unit="sample",
+            file=sys.stderr,
+            disable=not progress,
+            dynamic_ncols=True,
         )
+        coeff = self.coefficients(rng, n_samples)
+        if self.solver == "recycled":  # sorted, in sequence, in this process
+            systems = DarcySystems(coeff)
+            bar = iter(samples)
 
-    return cached_arrays("darcy", config, generate, cache_dir, version=DARCY_GENERATOR_VERSION)
+            def store(i: int, x: np.ndarray) -> None:
+                sol[i] = systems.cell_values(x)
+                next(bar, None)
+
+            krylov.solve_recycled(systems, np.ones((resolution - 2) ** 2),
+                                  features=krylov.low_frequency_modes(coeff, min(8, resolution)),
+                                  rtol=ITERATIVE_RTOL, store=store)
+            samples.close()
+            return {"coeff": coeff, "sol": sol}
+        solve = functools.partial(solve_darcy_cells, f=1.0) if self.solver == "direct" else solve_darcy_cells_krylov
+        workers = default_workers(n_samples, resolution) if workers is None else int(workers)
+        if workers <= 1:
+            for i in samples:
+                sol[i] = solve(coeff[i])
+        else:
+            # "spawn": the parent may hold JAX's threads, which must not be forked.
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                chunk = max(1, min(16, n_samples // (4 * workers)))
+                for i, u in zip(samples, pool.map(solve, coeff, chunksize=chunk)):
+                    sol[i] = u
+        return {"coeff": coeff, "sol": sol}
 
 
 def subsampled_resolution(resolution: int, r: int) -> int:
@@ -291,51 +257,3 @@ def subsample(fields: np.ndarray, r: int) -> np.ndarray:
         raise ValueError(f"expected square spatial axes (..., K, K), got shape {fields.shape}")
     subsampled_resolution(K, r)
     return fields[..., ::r, ::r]
-
-
-class DarcyFlow:
-    """The Darcy benchmark as a field dataset for operator learning: a -> u, one channel each.
-
-    Generates (through the cache) ``n`` pairs of a split on the K x K solve grid, K = ``resolution``,
-    and subsamples them by striding to any resolution s with (K - 1) / r + 1 = s (421 gives 211, 141,
-    106, 85, ...). This is the data half of the generic operator-learning task
-    (``experiments.tasks.pde.OperatorTask``); its arguments are the generator's.
-
-    Args:
-      resolution: K, points per axis of the grid the PDE is solved on.
-      alpha, tau, a_pos, a_neg, seed: the generator's (see ``darcy_dataset``).
-      cache_dir: where generated splits are cached (does not change the data).
-      workers: processes for the solves; None: all CPUs for large jobs (does not change the data).
-      solver: "direct" | "krylov" | "recycled" (see the module docstring; changes the data only
-        within the solver tolerance, so it is not part of the cache key).
-      coefficient: "threshold" (a_pos / a_neg, the FNO benchmark) | "lognormal" (a = exp(U)).
-    """
-
-    in_channels = 1
-    out_channels = 1
-    volatile_keys = ("cache_dir", "workers", "solver")  # settings that leave the data unchanged
-
-    def __init__(self, resolution: int = 127, alpha: float = 2.0, tau: float = 3.0, a_pos: float = 12.0,
-                 a_neg: float = 3.0, seed: int = 0, cache_dir: str = DEFAULT_CACHE_DIR,
-                 workers: int | None = None, solver: str = "direct", coefficient: str = "threshold"):
-        if resolution < 3:
-            raise ValueError(f"the Darcy solve grid needs at least 3 points per axis, got resolution={resolution}")
-        check_darcy_options(solver, coefficient)
-        self.resolution, self.cache_dir, self.workers, self.solver = resolution, cache_dir, workers, solver
-        self.generator = dict(alpha=alpha, tau=tau, a_pos=a_pos, a_neg=a_neg, seed=seed, coefficient=coefficient)
-
-    def spatial_shape(self, resolution: int) -> tuple[int, int]:
-        """(s, s) for a reachable resolution s; a ValueError listing the reachable ones otherwise."""
-        subsample_stride(self.resolution, resolution)
-        return (resolution, resolution)
-
-    def load(self, split: str, n: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(a, u), each (n, K, K, 1) float32, generated on first use and cached."""
-        data = darcy_dataset(split, n, self.resolution, cache_dir=self.cache_dir, progress=progress,
-                             workers=self.workers, solver=self.solver, **self.generator)
-        return data["coeff"][..., None], data["sol"][..., None]
-
-    def subsample(self, fields: np.ndarray, resolution: int) -> np.ndarray:
-        """(n, K, K, c) -> (n, s, s, c): every r-th point of the solve grid, r = (K - 1) / (s - 1)."""
-        r = subsample_stride(fields.shape[1], resolution)
-        return fields[:, ::r, ::r]

@@ -2,8 +2,9 @@
 
     w_t + u . grad(w) = nu Laplacian(w) + f,   u = (psi_y, -psi_x),   -Laplacian(psi) = w,
 
-on [0, 1)^2 periodic, the operator w0 -> (w(., t))_{t = 1..T} (FNO, Li et al. 2021, Sec. 5.3;
-reference operators.md 3.3; the scheme of the FNO repository's ``data_generation/navier_stokes/ns_2d.py``).
+on [0, 1)^2 periodic, the operator w0 -> (w(., t))_{t = 1..T} (Li et al., "Fourier Neural Operator for
+Parametric Partial Differential Equations", ICLR 2021, arXiv 2010.08895, Sec. 5.3; the scheme of
+github.com/zongyi-li/fourier_neural_operator, ``data_generation/navier_stokes/ns_2d.py``).
 
 Initial vorticity (``random_fields.py``'s ``GaussianRF(2, K, alpha=2.5, tau=7)``): with wavenumbers
 ``k`` in the FFT layout ``[0, .., K/2 - 1, -K/2, .., -1]`` per axis (axis 0 is x, axis 1 is y),
@@ -29,8 +30,9 @@ with real FFTs (half the work) and zeroes those Nyquist multipliers explicitly, 
 original's numbers to round-off (tested against a full-FFT NumPy transcription of the update).
 
 ``navier_stokes_2d`` is a pure, jittable JAX function of ``w0`` (differentiable in w0, the forcing and
-nu), to be vmapped over samples; ``generate_navier_stokes`` / ``NavierStokesFlow`` make the benchmark's
-data: solved at K = 256, stored at 64^2 by striding, one snapshot per unit time.
+nu), to be vmapped over samples; ``NavierStokesGenerator`` makes the benchmark's data from a given random
+stream (solved at K = 256, stored at 64^2 by striding, one snapshot per unit time) and reads and writes no
+files. The cached dataset is ``experiments.data.navier_stokes``.
 
 Oracles (tests): the Taylor-Green-type fields (Laplacian eigenfunctions) for which the advection
 vanishes and the vorticity decays as exp(-nu |2 pi k|^2 t); a naive NumPy transcription of the
@@ -39,22 +41,16 @@ original update; the GRF's Fourier variances.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from operators.pde.darcy import DEFAULT_CACHE_DIR, split_rng
-from operators.pde.store import cached_arrays
-
-__all__ = ["NavierStokesFlow", "dealias_mask", "generate_navier_stokes", "grf_sqrt_eig", "navier_stokes_2d",
-           "navier_stokes_dataset", "navier_stokes_forcing", "navier_stokes_grf", "record_interval",
-           "snapshot_times", "wavenumbers"]
-
-NAVIER_STOKES_GENERATOR_VERSION = 1
+__all__ = ["NavierStokesGenerator", "dealias_mask", "grf_sqrt_eig", "navier_stokes_2d", "navier_stokes_forcing",
+           "navier_stokes_grf", "record_interval", "snapshot_times", "wavenumbers"]
 PRECISIONS = ("float32", "float64")
 
 
@@ -202,144 +198,98 @@ def navier_stokes_2d(w0: jax.Array, forcing: jax.Array, nu: float, t_final: floa
     return snapshots                                                                # (R, K, K)
 
 
-def _check_generator(resolution: int, store_resolution: int, nu: float, t_final: float, dt: float,
-                     precision: str = "float32") -> int:
-    """Validate the generator's arguments; returns T (the number of unit-time snapshots)."""
-    _check_grid(resolution)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is unknown; choose one of {PRECISIONS}")
-    if store_resolution < 1 or resolution % store_resolution:
-        divisors = [resolution // d for d in range(1, resolution + 1) if resolution % d == 0]
-        raise ValueError(f"store_resolution={store_resolution} must divide the solve grid resolution={resolution} "
-                         f"(the data is stored by striding); valid values are {divisors}")
-    if nu <= 0 or dt <= 0:
-        raise ValueError(f"need nu > 0 and dt > 0; got nu={nu}, dt={dt}")
-    if t_final < 1 or float(t_final) != int(t_final):
-        raise ValueError(f"t_final must be a positive whole number (one snapshot per unit time); got {t_final}")
-    record_interval(t_final, dt, int(t_final))
-    return int(t_final)
-
-
-def generate_navier_stokes(n_samples: int, resolution: int = 256, store_resolution: int = 64, nu: float = 1e-3,
-                           t_final: float = 50, dt: float = 1e-4, alpha: float = 2.5, tau: float = 7.0,
-                           seed: int = 0, split: str = "train", batch_size: int = 16,
-                           progress: bool = True, precision: str = "float32") -> dict[str, np.ndarray]:
-    """n samples of the benchmark, solved in batches at K = ``resolution``, stored at s by striding.
-
-    Initial fields come one at a time from ``split_rng(seed, split)`` (sample i does not depend on
-    n_samples); they are solved ``batch_size`` at a time (``jax.vmap``), which changes nothing in the data
-    beyond float32 round-off. The progress bar advances once per unit time of each batch.
-
-    ``precision`` is the solve's: "float32" as the original (torch float32); "float64" removes its
-    round-off in the Crank-Nicolson factors ``1 +- dt nu lap / 2``, which at dt = 1e-4 is the larger
-    error (measured at 64^2, nu = 1e-3, T = 10: 1.8e-3 relative L2 against float64, vs 3e-5 for the
-    dt = 1e-3 discretisation). The stored arrays are float32 either way.
-
-    Returns:
-      ``{"w0": (n, s, s), "w": (n, s, s, T)}`` float32; ``w[..., t - 1]`` is the vorticity at time t
-      (T = t_final snapshots, one per unit time), every (K / s)-th grid point.
-    """
-    n_snapshots = _check_generator(resolution, store_resolution, nu, t_final, dt, precision)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    stride = resolution // store_resolution
-    w0 = navier_stokes_grf(split_rng(seed, split), n_samples, resolution, alpha, tau)   # (n, K, K) float64
-    real = np.float32 if precision == "float32" else np.float64
-    _, record_time = record_interval(t_final, dt, n_snapshots)
-    forcing = navier_stokes_forcing(resolution)
-
-    def chunk(w_h):                                                      # (K, K/2 + 1) -> same, (s, s)
-        w_h, w = _record_chunk(_stepper(resolution, forcing, nu, dt, real), record_time)(w_h)
-        return w_h, w[::stride, ::stride]
-
-    start = jax.jit(jax.vmap(jnp.fft.rfft2))
-    advance = jax.jit(jax.vmap(chunk), donate_argnums=0)
-    out = np.empty((n_samples, store_resolution, store_resolution, n_snapshots), np.float32)
-    x64 = jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext()
-    with x64, tqdm(total=n_samples * n_snapshots, desc=f"Navier-Stokes {split} n={n_samples} K={resolution} "
-                   f"nu={nu:g} T={n_snapshots}", unit="snapshot", disable=not progress) as bar:
-        for lo in range(0, n_samples, batch_size):
-            w_h = start(jnp.asarray(w0[lo:lo + batch_size], real))       # (b, K, K/2 + 1)
-            b = w_h.shape[0]
-            for t in range(n_snapshots):
-                w_h, w = advance(w_h)
-                out[lo:lo + b, :, :, t] = np.asarray(w)                  # (b, s, s)
-                bar.update(b)  # b samples advanced by one time unit
-    if not np.all(np.isfinite(out)):
-        raise FloatingPointError(f"the Navier-Stokes solve diverged (dt={dt} is too large for nu={nu} at "
-                                 f"K={resolution}); lower dt")
-    return {"w0": np.ascontiguousarray(w0[:, ::stride, ::stride], np.float32), "w": out}
-
-
-def navier_stokes_dataset(split: str, n_samples: int, resolution: int = 256, store_resolution: int = 64,
-                          nu: float = 1e-3, t_final: float = 50, dt: float = 1e-4, alpha: float = 2.5,
-                          tau: float = 7.0, seed: int = 0, cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
-                          batch_size: int = 16, progress: bool = True, precision: str = "float32"
-                          ) -> dict[str, np.ndarray]:
-    """``generate_navier_stokes`` through the on-disk cache, keyed by every argument that shapes the data."""
-    config = {"split": str(split), "n_samples": int(n_samples), "resolution": int(resolution),
-              "store_resolution": int(store_resolution), "nu": float(nu), "t_final": float(t_final),
-              "dt": float(dt), "alpha": float(alpha), "tau": float(tau), "seed": int(seed),
-              "precision": str(precision)}
-    return cached_arrays("navier_stokes", config,
-                         lambda: generate_navier_stokes(n_samples, resolution, store_resolution, nu, t_final, dt,
-                                                        alpha, tau, seed, split, batch_size, progress, precision),
-                         cache_dir, version=NAVIER_STOKES_GENERATOR_VERSION)
-
-
-class NavierStokesFlow:
-    """The 2-D Navier-Stokes benchmark as a field dataset: w0 -> (w(., t))_{t=1..T}, T output channels.
+@dataclasses.dataclass(frozen=True)
+class NavierStokesGenerator:
+    """The settings of the benchmark's data (module docstring) and the generation itself (``generate``).
 
     Solved on the K x K grid (K = ``resolution``, the paper's 256) with step ``dt`` (1e-4), stored at
-    ``store_resolution`` (64) by striding, one snapshot per unit time up to ``t_final`` = T. The data half
-    of ``experiments.tasks.pde`` (field-dataset protocol); a rollout task reads the T channels as time.
+    ``store_resolution`` (64) by striding, one snapshot per unit time up to ``t_final`` = T.
 
     Args:
-      resolution, store_resolution, nu, t_final, dt, seed: the generator's (module docstring).
-      cache_dir: where generated splits are cached (does not change the data).
-      batch_size: samples solved together (does not change the data beyond float32 round-off).
-      precision: "float32" (the original's) or "float64" solve (``generate_navier_stokes``).
+      resolution, store_resolution: K (even) and the stored grid s (s divides K).
+      nu, t_final, dt: viscosity, horizon T (a positive whole number) and time step.
+      alpha, tau: the initial vorticity's GRF (``navier_stokes_grf``).
+      precision: "float32" (the original's, torch float32) or "float64" solve; the stored arrays are
+        float32 either way. "float64" removes the float32 round-off in the Crank-Nicolson factors
+        ``1 +- dt nu lap / 2``, which at dt = 1e-4 is the larger error (measured at 64^2, nu = 1e-3,
+        T = 10: 1.8e-3 relative L2 against float64, vs 3e-5 for the dt = 1e-3 discretisation).
+
+    Raises:
+      ValueError: naming the setting that is out of range and its valid values.
     """
 
-    in_channels = 1
-    volatile_keys = ("cache_dir", "batch_size")  # settings that leave the data unchanged
+    resolution: int = 256
+    store_resolution: int = 64
+    nu: float = 1e-3
+    t_final: float = 50
+    dt: float = 1e-4
+    alpha: float = 2.5
+    tau: float = 7.0
+    precision: str = "float32"
 
-    def __init__(self, resolution: int = 256, store_resolution: int = 64, nu: float = 1e-3, t_final: float = 50,
-                 dt: float = 1e-4, seed: int = 0, cache_dir: str = DEFAULT_CACHE_DIR, batch_size: int = 16,
-                 precision: str = "float32"):
-        self.n_snapshots = _check_generator(resolution, store_resolution, nu, t_final, dt, precision)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        self.resolution, self.store_resolution = int(resolution), int(store_resolution)
-        self.cache_dir, self.batch_size = cache_dir, int(batch_size)
-        self.generator = dict(nu=nu, t_final=t_final, dt=dt, seed=seed, precision=precision)
+    def __post_init__(self):
+        resolution, store_resolution = self.resolution, self.store_resolution
+        _check_grid(resolution)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is unknown; choose one of {PRECISIONS}")
+        if store_resolution < 1 or resolution % store_resolution:
+            divisors = [resolution // d for d in range(1, resolution + 1) if resolution % d == 0]
+            raise ValueError(f"store_resolution={store_resolution} must divide the solve grid "
+                             f"resolution={resolution} (the data is stored by striding); valid values are {divisors}")
+        if self.nu <= 0 or self.dt <= 0:
+            raise ValueError(f"need nu > 0 and dt > 0; got nu={self.nu}, dt={self.dt}")
+        if self.t_final < 1 or float(self.t_final) != int(self.t_final):
+            raise ValueError(f"t_final must be a positive whole number (one snapshot per unit time); got "
+                             f"{self.t_final}")
+        record_interval(self.t_final, self.dt, int(self.t_final))
 
     @property
-    def out_channels(self) -> int:
-        """T: one output channel per unit-time snapshot."""
-        return self.n_snapshots
+    def n_snapshots(self) -> int:
+        """T: the number of unit-time snapshots."""
+        return int(self.t_final)
 
-    def _stride(self, resolution: int) -> int:
-        s = self.store_resolution
-        if resolution < 1 or s % resolution:
-            valid = [s // d for d in range(1, s + 1) if s % d == 0]
-            raise ValueError(f"resolution {resolution} cannot be taken from the stored periodic grid of "
-                             f"{s} x {s} points by striding; valid resolutions are the divisors {valid} "
-                             f"(or raise store_resolution)")
-        return s // resolution
+    def generate(self, rng: np.random.Generator, n_samples: int, *, batch_size: int = 16, progress: bool = True,
+                 label: str = "") -> dict[str, np.ndarray]:
+        """n samples of the benchmark, solved in batches at K = ``resolution``, stored at s by striding.
 
-    def spatial_shape(self, resolution: int) -> tuple[int, int]:
-        """(r, r) for r dividing store_resolution; a ValueError listing the valid r otherwise."""
-        self._stride(resolution)
-        return (resolution, resolution)
+        Initial fields come one at a time from ``rng`` (sample i does not depend on n_samples); they are
+        solved ``batch_size`` at a time (``jax.vmap``), which changes nothing in the data beyond float32
+        round-off. The progress bar (named by ``label``, e.g. the split) advances once per unit time of
+        each batch.
 
-    def load(self, split: str, n: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(w0 (n, s, s, 1), w (n, s, s, T)) float32 at s = store_resolution, generated on first use, cached."""
-        data = navier_stokes_dataset(split, n, self.resolution, self.store_resolution, cache_dir=self.cache_dir,
-                                     batch_size=self.batch_size, progress=progress, **self.generator)
-        return data["w0"][..., None], data["w"]
+        Returns:
+          ``{"w0": (n, s, s), "w": (n, s, s, T)}`` float32; ``w[..., t - 1]`` is the vorticity at time t
+          (T = t_final snapshots, one per unit time), every (K / s)-th grid point.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        resolution, store_resolution, nu, dt = self.resolution, self.store_resolution, self.nu, self.dt
+        n_snapshots = self.n_snapshots
+        stride = resolution // store_resolution
+        w0 = navier_stokes_grf(rng, n_samples, resolution, self.alpha, self.tau)   # (n, K, K) float64
+        real = np.float32 if self.precision == "float32" else np.float64
+        _, record_time = record_interval(self.t_final, dt, n_snapshots)
+        forcing = navier_stokes_forcing(resolution)
 
-    def subsample(self, fields: np.ndarray, resolution: int) -> np.ndarray:
-        """(n, s, s, c) -> (n, r, r, c): every (s / r)-th point."""
-        stride = self._stride(resolution)
-        return fields[:, ::stride, ::stride]
+        def chunk(w_h):                                                  # (K, K/2 + 1) -> same, (s, s)
+            w_h, w = _record_chunk(_stepper(resolution, forcing, nu, dt, real), record_time)(w_h)
+            return w_h, w[::stride, ::stride]
+
+        start = jax.jit(jax.vmap(jnp.fft.rfft2))
+        advance = jax.jit(jax.vmap(chunk), donate_argnums=0)
+        out = np.empty((n_samples, store_resolution, store_resolution, n_snapshots), np.float32)
+        x64 = jax.enable_x64(True) if self.precision == "float64" else contextlib.nullcontext()
+        desc = " ".join(filter(None, ("Navier-Stokes", label, f"n={n_samples} K={resolution} nu={nu:g} "
+                                                              f"T={n_snapshots}")))
+        with x64, tqdm(total=n_samples * n_snapshots, desc=desc, unit="snapshot", disable=not progress) as bar:
+            for lo in range(0, n_samples, batch_size):
+                w_h = start(jnp.asarray(w0[lo:lo + batch_size], real))   # (b, K, K/2 + 1)
+                b = w_h.shape[0]
+                for t in range(n_snapshots):
+                    w_h, w = advance(w_h)
+                    out[lo:lo + b, :, :, t] = np.asarray(w)              # (b, s, s)
+                    bar.update(b)  # b samples advanced by one time unit
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError(f"the Navier-Stokes solve diverged (dt={dt} is too large for nu={nu} at "
+                                     f"K={resolution}); lower dt")
+        return {"w0": np.ascontiguousarray(w0[:, ::stride, ::stride], np.float32), "w": out}

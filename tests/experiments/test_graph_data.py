@@ -7,7 +7,7 @@ import pytest
 
 from experiments.data.graphs import (GraphValueIteration, PoreNetwork, greedy_policy, pad_graphs, porenet_graph,
                                      solve_pore_pressure, value_iteration, value_iteration_graph)
-from experiments.data import split_rng
+from experiments.data.store import split_rng
 
 
 def test_value_iteration_values_are_those_of_the_greedy_policy():

@@ -9,9 +9,10 @@ import optax
 import pytest
 from scipy.special import erfc
 
+from experiments.data.signals import LaplaceSignals, soft_threshold
 from experiments.errors import UserInputError
 from experiments.tables.lpn_laplacian import posterior_estimators
-from experiments.tasks.inverse import LaplaceSignals, ProxDenoising, soft_threshold
+from experiments.tasks.inverse import ProxDenoising
 from experiments.trainer import init_train_state, make_train_step
 from lax_models.lpn import LPN, ConvexWeight
 from optim.param_groups import ParamGroup, partition_optimizer

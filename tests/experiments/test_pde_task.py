@@ -1,4 +1,5 @@
-"""The Darcy task's normaliser against numpy statistics."""
+"""The operator task: its normaliser against numpy statistics, its splits and losses, and the check of its
+field dataset (experiments.tasks.base.FieldDataset)."""
 import numpy as np
 
 from experiments.tasks.pde import GaussianNormalizer
@@ -21,7 +22,7 @@ def test_normalizer_statistics():
 
 def test_validation_split_is_separate_data_and_becomes_the_objective(tmp_path):
     from experiments.tasks.pde import OperatorTask
-    from operators.pde.darcy import DarcyFlow
+    from experiments.data.darcy import DarcyFlow
 
     pde = DarcyFlow(resolution=33, cache_dir=str(tmp_path))
     task = OperatorTask(pde, n_train=6, n_test=4, n_val=3, train_resolution=17, test_resolutions=[33])
@@ -43,7 +44,7 @@ def test_hs_loss_option_uses_relative_hs_with_its_parameters_and_reports_rel_hs(
     from experiments.errors import UserInputError
     from experiments.tasks.pde import OperatorTask
     from operators.losses import relative_hs, relative_lp
-    from operators.pde.darcy import DarcyFlow
+    from experiments.data.darcy import DarcyFlow
 
     pde = DarcyFlow(resolution=33)  # nothing is generated: the loss is checked on given fields
     task = OperatorTask(pde, train_resolution=17, loss="hs", hs_a=[0.5, 0.1], hs_truncation=4)
@@ -68,3 +69,27 @@ def test_hs_loss_option_uses_relative_hs_with_its_parameters_and_reports_rel_hs(
         OperatorTask(pde, train_resolution=17, loss="hs", hs_truncation=0)
     with pytest.raises(UserInputError, match="'hs'"):
         OperatorTask(pde, train_resolution=17, loss="sobolev")
+
+
+def test_a_field_dataset_missing_members_is_refused_naming_them_and_the_protocol():
+    import pytest
+
+    from experiments.data.darcy import DarcyFlow
+    from experiments.errors import UserInputError
+    from experiments.tasks.base import FieldDataset
+    from experiments.tasks.pde import OperatorTask
+
+    class NoChannels:
+        volatile_keys = ()
+
+        def spatial_shape(self, resolution):
+            return (resolution, resolution)
+
+        def load(self, split, n, progress=True):
+            raise AssertionError("not reached")
+
+    assert isinstance(DarcyFlow(resolution=33), FieldDataset) and not isinstance(NoChannels(), FieldDataset)
+    with pytest.raises(UserInputError, match=r"data\.pde \(NoChannels\) is not a FieldDataset "
+                                             r"\(experiments\.tasks\.base\.FieldDataset\): it lacks subsample, "
+                                             r"in_channels, out_channels"):
+        OperatorTask(NoChannels(), train_resolution=17)

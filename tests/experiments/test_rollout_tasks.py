@@ -75,6 +75,27 @@ def test_rollout_of_the_exact_step_has_zero_error_and_the_naive_loss():
     assert task.model_settings() == {"in_channels": 4, "out_channels": 1, "spatial_dims": 2}
 
 
+def test_a_trajectory_dataset_missing_members_is_refused_naming_them_and_the_protocol():
+    from experiments.data.navier_stokes import NavierStokesFlow
+    from experiments.tasks.base import TrajectoryDataset
+
+    class NoSnapshots(ShiftTrajectories):
+        n_snapshots = property(lambda self: self.missing)  # hasattr is False: reading it raises AttributeError
+
+    class NoSubsample:
+        n_snapshots, volatile_keys = 12, ()
+        spatial_shape, load = ShiftTrajectories.spatial_shape, ShiftTrajectories.load
+
+    assert isinstance(NavierStokesFlow(resolution=16, store_resolution=8), TrajectoryDataset)
+    assert isinstance(ShiftTrajectories(), TrajectoryDataset) and not isinstance(NoSubsample(), TrajectoryDataset)
+    for cls, missing in ((NoSnapshots, "n_snapshots"), (NoSubsample, "subsample")):
+        for task in (RolloutTask, SpaceTimeTask):
+            with pytest.raises(UserInputError, match=rf"data\.pde \({cls.__name__}\) is not a TrajectoryDataset "
+                                                     rf"\(experiments\.tasks\.base\.TrajectoryDataset\): it lacks "
+                                                     rf"{missing}$"):
+                task(cls(), t_in=4, t_out=5, train_resolution=8)
+
+
 def test_rollout_window_and_errors():
     with pytest.raises(UserInputError, match="t_in"):
         RolloutTask(ShiftTrajectories(), t_in=10, t_out=5)  # 15 > 12 snapshots

@@ -302,6 +302,30 @@ def test_wrong_family_or_settings_are_clear_errors(tmp_path):
         LanguageModeling(Copying(cache_dir=str(tmp_path)), objective="bleu")
 
 
+def test_a_sequence_dataset_missing_members_is_refused_naming_them_and_the_protocol():
+    from experiments.tasks.base import SequenceDataset
+
+    every = [ListOps(n_train=8, n_val=4, n_test=4, min_length=5, max_length=60), Pathfinder(n_train=4, n_val=2,
+             n_test=2), SequentialDigits(), Adding(), AssociativeRecall(), InductionHead(), Copying(), CharCorpus()]
+    assert all(isinstance(ds, SequenceDataset) for ds in every)
+
+    class Unlabelled:                        # neither its classes nor what of it is volatile
+        kind, splits, vocab_size, seq_len = "classification", ("train", "test"), 10, 4
+
+        def load(self, progress=True):
+            raise AssertionError("not reached")
+
+    assert not isinstance(Unlabelled(), SequenceDataset)
+    with pytest.raises(UserInputError, match=r"data\.dataset \(Unlabelled\) is not a SequenceDataset "
+                                             r"\(experiments\.tasks\.base\.SequenceDataset\): it lacks n_classes, "
+                                             r"volatile_keys$"):
+        SequenceClassification(Unlabelled())
+    features = ArraysDataset("regression", {"train": {}, "val": {}}, seq_len=4)
+    del features.d_input                     # real features (no vocabulary) of unknown width
+    with pytest.raises(UserInputError, match=r"no d_input"):
+        SequenceRegression(features)
+
+
 # -- training through the trainer -----------------------------------------------------------------------
 
 def test_digits_train_to_high_accuracy(tmp_path):

@@ -1,11 +1,11 @@
-"""Tests of the on-disk array cache (operators.pde.store)."""
+"""Tests of the on-disk array cache (experiments.data.store)."""
 import json
 import logging
 
 import numpy as np
 import pytest
 
-from operators.pde.store import CONFIG_ENTRY, DatasetCacheError, cache_file_path, cached_arrays
+from experiments.data.store import CONFIG_ENTRY, DatasetCacheError, cache_file_path, cached_arrays
 
 CONFIG = {"resolution": 17, "alpha": 2.0, "split": "train"}
 
@@ -21,7 +21,7 @@ class CountingGenerator:
 
 def test_second_call_loads_without_generating(tmp_path, caplog):
     generate = CountingGenerator()
-    with caplog.at_level(logging.INFO, logger="operators.pde.store"):
+    with caplog.at_level(logging.INFO, logger="experiments.data.store"):
         first = cached_arrays("toy", CONFIG, generate, tmp_path)
         second = cached_arrays("toy", dict(reversed(list(CONFIG.items()))), generate, tmp_path)
     assert generate.calls == 1
@@ -47,7 +47,7 @@ def test_failing_generator_leaves_no_files(tmp_path, error):
 
 
 def test_interrupted_write_removes_temporary_and_final_file(tmp_path, monkeypatch):
-    import operators.pde.store as store
+    import experiments.data.store as store
 
     def interrupted_fsync(fd):
         raise KeyboardInterrupt
@@ -111,3 +111,19 @@ def test_file_without_stored_config_raises(tmp_path):
         np.savez(handle, x=np.zeros(3))
     with pytest.raises(DatasetCacheError, match=str(path)):
         cached_arrays("toy", CONFIG, CountingGenerator(), tmp_path)
+
+
+def test_split_rng_streams_are_independent_per_split_seed_and_chunk():
+    from experiments.data.store import split_rng
+
+    draws = {key: split_rng(*key).standard_normal(4) for key in [(0, "train"), (0, "test"), (1, "train"),
+                                                                  (0, "train", 1), (0, "train", 2)]}
+    assert len({tuple(v) for v in draws.values()}) == len(draws)
+    np.testing.assert_array_equal(split_rng(0, "train").standard_normal(4), draws[(0, "train")])
+    # NumPy's SeedSequence ignores trailing zero words: chunk 0 is the split's own stream
+    np.testing.assert_array_equal(split_rng(0, "train", 0).standard_normal(4), draws[(0, "train")])
+    # [seed, crc32(split)] with nothing more is the two-word seed of the first datasets (caches stay valid)
+    import zlib
+
+    np.testing.assert_array_equal(draws[(0, "test")],
+                                  np.random.default_rng([0, zlib.crc32(b"test")]).standard_normal(4))

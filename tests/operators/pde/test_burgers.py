@@ -1,5 +1,5 @@
 """Burgers data: the solver against the Cole-Hopf exact solution, its order in dt, the GRF1 field's
-spectrum, and the field dataset (determinism by seed, cache, striding, clear errors)."""
+spectrum, and the generator. The cached field dataset: tests/experiments/data/test_burgers_dataset.py."""
 from __future__ import annotations
 
 import jax
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from operators.pde.burgers import BurgersFlow, cole_hopf, grf1_periodic, solve_burgers
+from operators.pde.burgers import BurgersGenerator, cole_hopf, grf1_periodic, solve_burgers
 
 
 def _u0(resolution, seed=0, n=2):
@@ -55,25 +55,13 @@ def test_grf1_field_has_the_documented_spectrum():
     assert np.abs(np.mean(u0)) < 1e-12  # no mean mode
 
 
-def test_dataset_is_deterministic_cached_and_strided(tmp_path):
-    pde = BurgersFlow(resolution=128, n_steps=100, cache_dir=str(tmp_path))
-    a, u = pde.load("train", 6, progress=False)
-    assert a.shape == u.shape == (6, 128, 1) and a.dtype == np.float32
-    assert len(list(tmp_path.iterdir())) == 1
-    a2, u2 = BurgersFlow(resolution=128, n_steps=100, cache_dir=str(tmp_path)).load("train", 6, progress=False)
-    np.testing.assert_array_equal(u, u2)
-    a_test, _ = pde.load("test", 6, progress=False)
-    assert not np.allclose(a, a_test)  # independent splits
-    assert pde.spatial_shape(32) == (32,)
-    np.testing.assert_array_equal(pde.subsample(u, 32), u[:, ::4])
-    np.testing.assert_allclose(u[:, :, 0], cole_hopf(a[:, :, 0].astype(np.float64), 0.1, 1.0), atol=1e-6, rtol=0)
-
-
-def test_bad_arguments_are_clear_errors():
-    pde = BurgersFlow(resolution=128)
-    with pytest.raises(ValueError, match=r"resolution 48 cannot be taken .* valid resolutions are .*64"):
-        pde.spatial_shape(48)
+def test_generator_draws_from_the_given_stream_and_checks_its_settings():
+    generator = BurgersGenerator(128, n_steps=100)
+    data = generator.generate(np.random.default_rng(7), 3, progress=False)
+    assert data["u0"].shape == data["u"].shape == (3, 128) and data["u"].dtype == np.float32
+    np.testing.assert_array_equal(data["u0"], grf1_periodic(np.random.default_rng(7), 3, 128).astype(np.float32))
+    np.testing.assert_allclose(data["u"], cole_hopf(data["u0"].astype(np.float64), 0.1, 1.0), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="even number of points"):
-        BurgersFlow(resolution=101)
+        BurgersGenerator(101)
     with pytest.raises(ValueError, match="nu > 0"):
-        BurgersFlow(nu=0.0)
+        BurgersGenerator(128, nu=0.0)

@@ -1,12 +1,13 @@
-"""Tests of the FNO Darcy data generator: determinism, sanity of the samples, subsampling, cache."""
+"""Tests of the FNO Darcy generator (operators.pde.darcy): determinism, sanity of the samples, subsampling.
+The cached dataset built on it is tested in tests/experiments/data/test_darcy_dataset.py."""
 import os
+import zlib
+
 import numpy as np
 import pytest
 
 from operators.pde.darcy import (
-    darcy_dataset,
-    generate_darcy,
-    split_rng,
+    DarcyGenerator,
     subsample,
     subsampled_resolution,
     threshold_coefficient,
@@ -15,31 +16,34 @@ from operators.pde.darcy_solver import solve_darcy_cells, solve_darcy_nodal
 from operators.pde.grf import gaussian_random_field_cosine
 
 
-def test_same_seed_and_split_give_identical_arrays():
-    first = generate_darcy(3, 17, seed=4, split="train", progress=False)
-    second = generate_darcy(3, 17, seed=4, split="train", progress=False)
+def split_stream(seed: int, split: str = "train") -> np.random.Generator:
+    """The random stream of a dataset split (experiments.data.store.split_rng): [seed, crc32(split)]."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode("utf-8"))])
+
+
+def generate_darcy(n_samples, resolution, seed=0, split="train", progress=False, workers=None, **settings):
+    """n samples at K = resolution from the stream of (seed, split)."""
+    return DarcyGenerator(resolution, **settings).generate(split_stream(seed, split), n_samples,
+                                                           progress=progress, workers=workers)
+
+
+def test_same_stream_gives_identical_arrays():
+    first = generate_darcy(3, 17, seed=4)
+    second = generate_darcy(3, 17, seed=4)
     for key in ("coeff", "sol"):
         np.testing.assert_array_equal(first[key], second[key])
 
 
-def test_train_test_and_seeds_use_different_streams():
-    train = generate_darcy(2, 17, seed=0, split="train", progress=False)
-    test = generate_darcy(2, 17, seed=0, split="test", progress=False)
-    other_seed = generate_darcy(2, 17, seed=1, split="train", progress=False)
-    assert not np.array_equal(train["coeff"], test["coeff"])
-    assert not np.array_equal(train["coeff"], other_seed["coeff"])
-
-
 def test_first_k_samples_do_not_depend_on_n_samples():
-    few = generate_darcy(2, 17, split="test", progress=False)
-    many = generate_darcy(5, 17, split="test", progress=False)
+    few = generate_darcy(2, 17, split="test")
+    many = generate_darcy(5, 17, split="test")
     np.testing.assert_array_equal(few["coeff"], many["coeff"][:2])
     np.testing.assert_array_equal(few["sol"], many["sol"][:2])
 
 
 def test_samples_follow_the_pipeline_grf_threshold_solve():
-    data = generate_darcy(2, 17, alpha=2.0, tau=3.0, seed=2, split="train", progress=False)
-    rng = split_rng(2, "train")
+    data = generate_darcy(2, 17, alpha=2.0, tau=3.0, seed=2, split="train")
+    rng = split_stream(2, "train")
     for i in range(2):
         a = threshold_coefficient(gaussian_random_field_cosine(rng, 1, 17)[0], 12.0, 3.0)
         np.testing.assert_array_equal(data["coeff"][i], a.astype(np.float32))
@@ -47,7 +51,7 @@ def test_samples_follow_the_pipeline_grf_threshold_solve():
 
 
 def test_small_dataset_shapes_values_and_positivity():
-    data = generate_darcy(4, 33, seed=0, progress=False)
+    data = generate_darcy(4, 33, seed=0)
     assert set(data) == {"coeff", "sol"}
     for key in ("coeff", "sol"):
         assert data[key].shape == (4, 33, 33) and data[key].dtype == np.float32
@@ -91,30 +95,6 @@ def test_invalid_subsampling_rate_names_resolution_and_choices():
         subsampled_resolution(21, 0)
 
 
-def test_darcy_dataset_generates_once_then_loads_the_same_arrays(tmp_path, monkeypatch):
-    import operators.pde.darcy as darcy_module
-
-    calls = []
-    real_generate = darcy_module.generate_darcy
-
-    def counting_generate(*args, **kwargs):
-        calls.append(args)
-        return real_generate(*args, **kwargs)
-
-    monkeypatch.setattr(darcy_module, "generate_darcy", counting_generate)
-    first = darcy_dataset("train", 2, 17, cache_dir=tmp_path, progress=False)
-    second = darcy_dataset("train", 2, 17, cache_dir=tmp_path, progress=False)
-    assert len(calls) == 1
-    assert len(list(tmp_path.glob("darcy-*.npz"))) == 1
-    expected = real_generate(2, 17, progress=False)
-    for key in ("coeff", "sol"):
-        np.testing.assert_array_equal(first[key], expected[key])
-        np.testing.assert_array_equal(second[key], expected[key])
-        assert second[key].dtype == np.float32
-    darcy_dataset("test", 2, 17, cache_dir=tmp_path, progress=False)
-    assert len(calls) == 2 and len(list(tmp_path.glob("darcy-*.npz"))) == 2
-
-
 def test_subsample_stride_inverts_subsampled_resolution():
     from operators.pde import subsample_stride, subsampled_resolution
 
@@ -126,10 +106,8 @@ def test_subsample_stride_inverts_subsampled_resolution():
 
 
 def test_parallel_solves_equal_serial_solves():
-    from operators.pde import generate_darcy
-
-    serial = generate_darcy(6, 33, seed=4, progress=False, workers=1)
-    parallel = generate_darcy(6, 33, seed=4, progress=False, workers=2)
+    serial = generate_darcy(6, 33, seed=4, workers=1)
+    parallel = generate_darcy(6, 33, seed=4, workers=2)
     for key in ("coeff", "sol"):
         np.testing.assert_array_equal(parallel[key], serial[key])
 
@@ -140,3 +118,12 @@ def test_default_workers_stay_in_process_for_small_jobs():
     assert default_workers(600, 127) == 1         # the default job: spawning would cost more
     assert default_workers(1000, 421) >= 1        # the paper's data: all CPUs
     assert default_workers(1000, 421) == min(32, os.cpu_count() or 1)
+
+
+def test_generator_settings_are_checked():
+    with pytest.raises(ValueError, match="at least 3 points per axis"):
+        DarcyGenerator(2)
+    with pytest.raises(ValueError, match="unknown Darcy solver 'lu'.*direct"):
+        DarcyGenerator(17, solver="lu")
+    with pytest.raises(ValueError, match="unknown Darcy coefficient.*lognormal"):
+        DarcyGenerator(17, coefficient="gaussian")

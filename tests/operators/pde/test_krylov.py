@@ -1,23 +1,23 @@
 """Tests of the Krylov solvers for sequences of Darcy systems (GCRO-DR recycling, SKR sorting) and of
 the Darcy generator's solver / coefficient options. Oracles: sparse LU solutions, a naive greedy tour,
 the GRF pipeline drawn by hand, the closed-form variance of the GRF."""
+import zlib
+
 import numpy as np
 import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
 from operators.pde import krylov
-from operators.pde.darcy import (
-    DarcyFlow,
-    DarcySystems,
-    darcy_dataset,
-    generate_darcy,
-    split_rng,
-)
+from operators.pde.darcy import DarcyGenerator, DarcySystems
 from operators.pde.grf import cosine_kl_amplitudes, gaussian_random_field_cosine
-from operators.pde.store import cache_file_path
 
 K = 34  # 32^2 unknowns
+
+
+def split_stream(seed: int, split: str = "train") -> np.random.Generator:
+    """The random stream of a dataset split (experiments.data.store.split_rng): [seed, crc32(split)]."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode("utf-8"))])
 
 
 @pytest.fixture(scope="module")
@@ -118,18 +118,22 @@ def test_low_frequency_modes_are_the_leading_dct_coefficients():
 
 @pytest.mark.parametrize("coefficient", ["threshold", "lognormal"])
 def test_darcy_iterative_solvers_give_the_direct_data(coefficient):
-    kwargs = dict(seed=1, progress=False, coefficient=coefficient)
-    direct = generate_darcy(8, 18, **kwargs)
+    def generate_darcy(solver="direct"):
+        return DarcyGenerator(18, coefficient=coefficient, solver=solver).generate(split_stream(1), 8,
+                                                                                   progress=False)
+
+    direct = generate_darcy()
     for solver in ("krylov", "recycled"):
-        data = generate_darcy(8, 18, solver=solver, **kwargs)
+        data = generate_darcy(solver)
         np.testing.assert_array_equal(data["coeff"], direct["coeff"])
         np.testing.assert_allclose(data["sol"], direct["sol"], rtol=0, atol=1e-6 * np.abs(direct["sol"]).max())
 
 
 def test_lognormal_coefficient_is_exp_of_the_grf():
     n, s, alpha, tau = 64, 16, 2.5, 7.0
-    data = generate_darcy(n, s, alpha=alpha, tau=tau, seed=2, split="test", coefficient="lognormal", progress=False)
-    fields = gaussian_random_field_cosine(split_rng(2, "test"), n, s, alpha, tau)
+    data = DarcyGenerator(s, alpha=alpha, tau=tau, coefficient="lognormal").generate(split_stream(2, "test"), n,
+                                                                                     progress=False)
+    fields = gaussian_random_field_cosine(split_stream(2, "test"), n, s, alpha, tau)
     np.testing.assert_allclose(np.log(data["coeff"]), fields, rtol=0, atol=1e-6)
     log_a = np.log(data["coeff"].astype(np.float64))
     assert np.abs(log_a.mean(axis=(1, 2))).max() < 1e-6  # zero-mean field: the constant mode is dropped
@@ -139,20 +143,9 @@ def test_lognormal_coefficient_is_exp_of_the_grf():
     assert np.all(data["sol"][:, 2:-2, 2:-2] > 0)  # a > 0: maximum principle
 
 
-def test_solver_is_volatile_and_threshold_cache_key_is_unchanged(tmp_path):
-    old_key_config = {"split": "train", "n_samples": 2, "resolution": 17, "alpha": 2.0, "tau": 3.0,
-                      "a_pos": 12.0, "a_neg": 3.0, "seed": 0, "rhs": 1.0}
-    first = darcy_dataset("train", 2, 17, cache_dir=tmp_path, progress=False)
-    assert cache_file_path("darcy", old_key_config, tmp_path, version=1).exists()
-    recycled = darcy_dataset("train", 2, 17, cache_dir=tmp_path, progress=False, solver="recycled")
-    assert len(list(tmp_path.glob("darcy-*.npz"))) == 1  # loaded, not regenerated
-    np.testing.assert_array_equal(recycled["sol"], first["sol"])
-    darcy_dataset("train", 2, 17, cache_dir=tmp_path, progress=False, coefficient="lognormal")
-    assert len(list(tmp_path.glob("darcy-*.npz"))) == 2
-    assert "solver" in DarcyFlow.volatile_keys
+def test_unknown_solver_options_are_clear_errors():
+    # the cached dataset's solver / cache-key checks: tests/experiments/data/test_darcy_dataset.py
     with pytest.raises(ValueError, match="unknown Darcy solver 'lu'.*direct"):
-        DarcyFlow(solver="lu")
-    with pytest.raises(ValueError, match="unknown Darcy coefficient.*lognormal"):
-        DarcyFlow(coefficient="gaussian")
+        DarcyGenerator(17, solver="lu")
     with pytest.raises(ValueError, match="unknown preconditioner"):
         krylov.make_preconditioner(scipy.sparse.eye(3), "amg")

@@ -1,6 +1,7 @@
 """Navier-Stokes data: Taylor-Green decay, a step-for-step transcription of the original ns_2d.py update,
-the GRF's Fourier variances, the 2/3 mask, gradients against finite differences, and the field dataset
-(determinism by seed, sample i independent of n and of the batch size, cache, striding, clear errors)."""
+the GRF's Fourier variances, the 2/3 mask, gradients against finite differences, and the generator
+(determinism by seed, sample i independent of n and of the batch size). The cached dataset (cache,
+striding, clear errors): tests/experiments/data/test_navier_stokes_dataset.py."""
 from __future__ import annotations
 
 import math
@@ -10,11 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from operators.pde.darcy import split_rng
 from operators.pde.navier_stokes import (
-    NavierStokesFlow,
+    NavierStokesGenerator,
     dealias_mask,
-    generate_navier_stokes,
     grf_sqrt_eig,
     navier_stokes_2d,
     navier_stokes_forcing,
@@ -167,23 +166,29 @@ def test_gradient_matches_finite_differences():
 SMALL = dict(resolution=16, store_resolution=8, nu=1e-3, t_final=2, dt=0.01)
 
 
+def generate_navier_stokes(n_samples, seed, batch_size, **settings):
+    """n samples of the SMALL setting from the stream np.random.default_rng(seed)."""
+    return NavierStokesGenerator(**{**SMALL, **settings}).generate(np.random.default_rng(seed), n_samples,
+                                                                   batch_size=batch_size, progress=False)
+
+
 def test_generator_is_deterministic_independent_of_n_and_batch_and_equals_the_solver():
-    a = generate_navier_stokes(3, **SMALL, seed=5, batch_size=2, progress=False)
-    b = generate_navier_stokes(2, **SMALL, seed=5, batch_size=1, progress=False)
+    a = generate_navier_stokes(3, seed=5, batch_size=2)
+    b = generate_navier_stokes(2, seed=5, batch_size=1)
     assert a["w0"].shape == (3, 8, 8) and a["w"].shape == (3, 8, 8, 2) and a["w"].dtype == np.float32
     np.testing.assert_array_equal(a["w0"][:2], b["w0"])
     np.testing.assert_allclose(a["w"][:2], b["w"], rtol=0, atol=1e-5 * np.abs(a["w"]).max())
-    c = generate_navier_stokes(2, **SMALL, seed=6, batch_size=2, progress=False)
+    c = generate_navier_stokes(2, seed=6, batch_size=2)
     assert not np.allclose(c["w0"], b["w0"])
     # the stored data is the solver's output at t = 1, 2, strided from the 16^2 grid
-    w0_full = navier_stokes_grf(split_rng(5, "train"), 3, 16)
+    w0_full = navier_stokes_grf(np.random.default_rng(5), 3, 16)
     np.testing.assert_allclose(a["w0"], w0_full[:, ::2, ::2], rtol=1e-6, atol=1e-6)
     f = jnp.asarray(navier_stokes_forcing(16), jnp.float32)
     direct = np.asarray(navier_stokes_2d(jnp.asarray(w0_full[2], jnp.float32), f, 1e-3, 2, 0.01, 2))
     np.testing.assert_allclose(a["w"][2], direct[:, ::2, ::2].transpose(1, 2, 0), rtol=0,
                                atol=1e-5 * np.abs(direct).max())
     # a float64 solve: the float64 solver's output, rounded to float32 for storage
-    d = generate_navier_stokes(1, **SMALL, seed=5, batch_size=1, progress=False, precision="float64")
+    d = generate_navier_stokes(1, seed=5, batch_size=1, precision="float64")
     assert d["w"].dtype == d["w0"].dtype == np.float32
     with jax.enable_x64(True):
         direct64 = np.asarray(navier_stokes_2d(jnp.asarray(w0_full[0]), jnp.asarray(navier_stokes_forcing(16)),
@@ -191,31 +196,9 @@ def test_generator_is_deterministic_independent_of_n_and_batch_and_equals_the_so
     np.testing.assert_allclose(d["w"][0], direct64[:, ::2, ::2].transpose(1, 2, 0), rtol=0,
                                atol=1e-7 * np.abs(direct64).max())                # float32 rounding only
     with pytest.raises(ValueError, match="precision='float16' is unknown"):
-        generate_navier_stokes(1, **SMALL, precision="float16")
+        NavierStokesGenerator(**SMALL, precision="float16")
 
 
-def test_field_dataset_api_cache_and_errors(tmp_path):
-    pde = NavierStokesFlow(**SMALL, cache_dir=str(tmp_path), batch_size=4)
-    assert (pde.in_channels, pde.out_channels, pde.n_snapshots) == (1, 2, 2)
-    x, y = pde.load("train", 3, progress=False)
-    assert x.shape == (3, 8, 8, 1) and y.shape == (3, 8, 8, 2) and x.dtype == y.dtype == np.float32
-    assert len(list(tmp_path.iterdir())) == 1
-    x2, y2 = NavierStokesFlow(**SMALL, cache_dir=str(tmp_path), batch_size=1).load("train", 3, progress=False)
-    np.testing.assert_array_equal(y, y2)                                   # batch_size is volatile: a cache hit
-    assert len(list(tmp_path.iterdir())) == 1 and "batch_size" in pde.volatile_keys
-    x_test, _ = pde.load("test", 3, progress=False)
-    assert not np.allclose(x, x_test)                                      # independent splits
-    assert pde.spatial_shape(4) == (4, 4) and pde.spatial_shape(8) == (8, 8)
-    np.testing.assert_array_equal(pde.subsample(y, 4), y[:, ::2, ::2])
-    with pytest.raises(ValueError, match=r"resolution 3 cannot be taken .* valid resolutions are .*\[8, 4, 2, 1\]"):
-        pde.spatial_shape(3)
-    with pytest.raises(ValueError, match="store_resolution=48 must divide"):
-        NavierStokesFlow(resolution=64, store_resolution=48)
-    with pytest.raises(ValueError, match="even number of points"):
-        NavierStokesFlow(resolution=31, store_resolution=31)
-    with pytest.raises(ValueError, match="positive whole number"):
-        NavierStokesFlow(t_final=2.5)
-    with pytest.raises(ValueError, match="nu > 0"):
-        NavierStokesFlow(nu=0.0)
+def test_solver_takes_one_square_field():
     with pytest.raises(ValueError, match=r"one square \(K, K\) field"):
         navier_stokes_2d(jnp.zeros((2, 8, 8)), jnp.zeros((8, 8)), 1e-3, 1.0, 0.1)
