@@ -1,24 +1,80 @@
 """Building a run from its config: the task, the model, the optimizer; and restoring a trained one.
 
 The library half of the runner: ``python -m experiments.train`` (the thin CLI), the tables, the
-benchmarks and the tests build from a composed config through these functions, so every entry point
-builds exactly what a training run builds.
+benchmarks and the tests build from a composed config (``experiments.config.compose``, or a run's
+``.hydra/config.yaml``) through these functions, so every entry point builds exactly what a
+training run builds::
+
+    task = build_task(cfg)
+    model = build_model(cfg, task)            # cfg.model fitted to the data first (fit_model_config)
+    make_tx = make_optimizer(cfg, model)      # make_tx(steps_per_epoch, total_steps)
+
+JAX, Flax, Orbax and the targets' modules are imported inside the functions that need them: the
+table CLI imports this module (``restore_trained``) to list its arguments, and a table that only
+reads results should not pay for them.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import pathlib
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import ConfigSchemaError, ParamGroupConfig, resolve_target
+from experiments.config import ConfigSchemaError, ParamGroupConfig, TrainerConfig, resolve_target
 from experiments.errors import UserInputError
 
 log = logging.getLogger("experiments.build")
 
 PROJECTIONS = {"non_negative": "optax.projections.projection_non_negative"}
+
+
+def build_task(cfg: DictConfig):
+    """The task of ``cfg.data`` (a ``experiments.tasks.base.Task``), not set up: no data generated yet."""
+    return instantiate(cfg.data, _convert_="all")
+
+
+def build_model(cfg: DictConfig, task=None):
+    """The model of ``cfg.model``, initialised from ``cfg.seed`` (``nnx.Rngs``).
+
+    With ``task``, ``cfg.model`` is first fitted in place to the settings the data decides
+    (``fit_model_config``), as the runner does, so the model takes the task's data.
+    """
+    import flax.nnx as nnx
+
+    if task is not None:
+        fit_model_config(cfg.model, task.model_settings())
+    return instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(int(cfg.seed)))
+
+
+def fit_model_config(model_cfg: DictConfig, settings: dict) -> list[str]:
+    """Set the model options that the data decides (``Task.model_settings``) where they cannot fit it.
+
+    ``in_channels`` / ``out_channels``: replaced when the config's value differs from the data's (such
+    a model could not take the data). ``spatial_dims``: a ``modes`` list with one entry per axis and
+    another number of axes is replaced by its first entry repeated (``[12, 12]`` -> ``[12]`` for 1-D
+    data) when all its entries are equal; unequal entries are left for the model's own error. Keys the
+    model config does not have are ignored (a sequence model has no ``modes``). Returns the changes
+    made, as ``key: old -> new`` lines (also logged), so that no setting changes silently.
+    """
+    changes = []
+    for key in ("in_channels", "out_channels"):
+        if key in settings and key in model_cfg and model_cfg[key] != settings[key]:
+            changes.append(f"model.{key}: {model_cfg[key]} -> {settings[key]}")
+            model_cfg[key] = settings[key]
+    dims = settings.get("spatial_dims")
+    modes = model_cfg.get("modes")
+    if dims and modes is not None and not isinstance(modes, (int, float)) and len(modes) != dims:
+        modes = list(modes)
+        if modes and len(set(modes)) == 1:
+            changes.append(f"model.modes: {modes} -> {[modes[0]] * dims}")
+            model_cfg.modes = [modes[0]] * dims
+    for line in changes:
+        log.info("model setting taken from the data: %s", line)
+    return changes
 
 
 def param_group_configs(cfg: DictConfig) -> dict[str, ParamGroupConfig]:
@@ -61,8 +117,6 @@ def param_groups(cfg: DictConfig, model) -> list:
 
 def make_optimizer(cfg: DictConfig, model):
     """``make_tx(steps_per_epoch, total_steps)``: the schedule, the optimizer and its parameter groups."""
-    from hydra.utils import instantiate
-
     from optim.param_groups import partition_optimizer
 
     groups = param_groups(cfg, model)
@@ -83,31 +137,23 @@ def make_optimizer(cfg: DictConfig, model):
     return make_tx
 
 
-def fit_model_config(model_cfg: DictConfig, settings: dict) -> list[str]:
-    """Set the model options that the data decides (``Task.model_settings``) where they cannot fit it.
+def trainer_config(cfg: DictConfig) -> TrainerConfig:
+    """``cfg.trainer`` as the trainer's dataclass."""
+    return TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
 
-    ``in_channels`` / ``out_channels``: replaced when the config's value differs from the data's (such
-    a model could not take the data). ``spatial_dims``: a ``modes`` list with one entry per axis and
-    another number of axes is replaced by its first entry repeated (``[12, 12]`` -> ``[12]`` for 1-D
-    data) when all its entries are equal; unequal entries are left for the model's own error. Keys the
-    model config does not have are ignored (a sequence model has no ``modes``). Returns the changes
-    made, as ``key: old -> new`` lines (also logged), so that no setting changes silently.
+
+def run_fingerprint(cfg: DictConfig, task) -> dict[str, str]:
+    """The run's identity that its checkpoints carry (``experiments.checkpoint.run_identity``).
+
+    Hashes of the model, data, optimizer, schedule, parameter groups and seed, without the task's
+    ``volatile_keys`` (where data is cached). Call it after ``build_model(cfg, task)``: it hashes the
+    model settings the data decided.
     """
-    changes = []
-    for key in ("in_channels", "out_channels"):
-        if key in settings and key in model_cfg and model_cfg[key] != settings[key]:
-            changes.append(f"model.{key}: {model_cfg[key]} -> {settings[key]}")
-            model_cfg[key] = settings[key]
-    dims = settings.get("spatial_dims")
-    modes = model_cfg.get("modes")
-    if dims and modes is not None and not isinstance(modes, (int, float)) and len(modes) != dims:
-        modes = list(modes)
-        if modes and len(set(modes)) == 1:
-            changes.append(f"model.modes: {modes} -> {[modes[0]] * dims}")
-            model_cfg.modes = [modes[0]] * dims
-    for line in changes:
-        log.info("model setting taken from the data: %s", line)
-    return changes
+    from experiments.checkpoint import run_identity
+
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "schedule")}
+    parts["param_groups"] = {k: dataclasses.asdict(v) for k, v in param_group_configs(cfg).items()}
+    return run_identity({**parts, "seed": cfg.seed}, volatile={"data": task.volatile_keys})
 
 
 def restore_trained(run_dir: str | pathlib.Path, cfg: DictConfig | None = None, *, setup: bool = False,
@@ -120,8 +166,7 @@ def restore_trained(run_dir: str | pathlib.Path, cfg: DictConfig | None = None, 
     the checkpoint's structure matches. ``setup``: also set the task up (its data loaded from the
     cache, or generated). ``missing``: what to do when the run has no checkpoint (in the error).
     """
-    import flax.nnx as nnx  # heavy imports only once there is a model to restore
-    from hydra.utils import instantiate
+    import flax.nnx as nnx
 
     from experiments.checkpoint import Checkpointer
     from experiments.trainer import init_train_state
@@ -134,9 +179,8 @@ def restore_trained(run_dir: str | pathlib.Path, cfg: DictConfig | None = None, 
         if not config_path.is_file():
             raise UserInputError(f"{run_dir} has no .hydra/config.yaml; pass a run directory of experiments.train")
         cfg = OmegaConf.load(config_path)
-    task = instantiate(cfg.data, _convert_="all")
-    fit_model_config(cfg.model, task.model_settings())
-    model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(int(cfg.seed)))
+    task = build_task(cfg)
+    model = build_model(cfg, task)
     if setup:
         task.setup(progress=False)
     ckpt = Checkpointer(run_dir / "checkpoints")

@@ -2,7 +2,7 @@
 
 One copy of every signature: the constructor. An option of the groups ``model/``, ``data/``,
 ``optim/`` and ``schedule/`` is one YAML file naming its ``_target_`` and the values it chooses.
-At import, this module reads every such file, builds a dataclass schema from the target's
+``register_schemas()`` reads every such file, builds a dataclass schema from the target's
 signature (names, defaults, and types from the annotations), recursing into nested ``_target_``
 nodes (``data.pde``), and registers it in Hydra's ConfigStore as ``schema/<group>/<option>``.
 ``configs/train.yaml`` puts ``optional schema/<group>@<group>: ${<group>}`` before each group in its
@@ -10,6 +10,10 @@ defaults list, so the selected option is merged into its own schema at compose t
 key (``Key 'widht' not in 'FNOConfig'``) or a value of the wrong type is an error before anything
 runs, also on the command line and in ``experiment=`` files. Adding a model is the module plus one
 YAML file; nothing here changes.
+
+Registration is an explicit call, made once per process before Hydra composes: by the CLI
+(``python -m experiments.train``), by :func:`compose` (tests, tables, benchmarks), and by the tests'
+conftest. Importing this module reads no YAML, imports no target and loads no JAX.
 
 Arguments the runner supplies at build time are left out of the schemas (``RUNTIME_ARGUMENTS``)
 and make the node partial (``_partial_: true``); a partial node also leaves out its required
@@ -30,13 +34,12 @@ import pathlib
 import types
 import typing
 from dataclasses import field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
-from omegaconf import MISSING, OmegaConf
-
-from experiments.trainer import TrainerConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -151,6 +154,32 @@ def node_schema(node: dict, exclude: tuple[str, ...] = (), partial: bool = False
 
 
 @dataclasses.dataclass
+class TrainerConfig:
+    """Trainer knobs (``trainer.*`` in the config; this dataclass is their only copy of the defaults).
+
+    ``max_steps``, when set, wins over ``epochs``. Batch sizes are global (all devices, all processes)
+    and must be multiples of the device count. ``coordinator_address`` / ``num_processes`` /
+    ``process_id`` launch one process of a multi-process run (see experiments/distributed.py).
+    Read by ``experiments.trainer.Trainer``, which re-exports it.
+    """
+
+    max_steps: Optional[int] = None
+    epochs: int = 15
+    batch_size: int = 20
+    eval_batch_size: Optional[int] = None
+    log_every: int = 25
+    ckpt_every: int = 500
+    eval_every: int = 0  # 0: evaluate only at the end
+    max_to_keep: int = 2
+    devices: Optional[int] = None  # use the first N local devices (default: all)
+    progress: bool = True
+    plots: bool = True
+    coordinator_address: Optional[str] = None
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+
+
+@dataclasses.dataclass
 class ParamGroupConfig:
     """One parameter group (``param_groups.<name>.*``); see optim/param_groups.py.
 
@@ -189,23 +218,59 @@ def option_files(config_dir: pathlib.Path = CONFIG_DIR) -> dict[tuple[str, str],
             for path in sorted((config_dir / group).glob("*.yaml"))}
 
 
-def register_schemas(config_dir: pathlib.Path = CONFIG_DIR) -> dict[tuple[str, str], type]:
-    """Generate and register the schema of every option in ``config_dir``; returns them."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
+def generate_schemas(config_dir: pathlib.Path = CONFIG_DIR) -> dict[tuple[str, str], type]:
+    """``{(group, option): schema}`` for every option in ``config_dir`` (nothing registered).
+
+    Raises ``ConfigSchemaError`` naming the YAML file of an option whose schema cannot be made: a
+    file that does not parse, names no ``_target_``, or whose target cannot be imported.
+    """
     schemas = {}
     for (group, option), path in option_files(config_dir).items():
-        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        try:
+            node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except Exception as err:  # YAML syntax errors (yaml.MarkedYAMLError: problem and where) and friends
+            problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+            what = (f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if problem and mark
+                    else str(err).splitlines()[0])
+            raise ConfigSchemaError(f"{path}: {what}") from None
         if not isinstance(node, dict) or "_target_" not in node:
             raise ConfigSchemaError(f"{path}: an option of {group}/ must name its `_target_`")
         exclude = RUNTIME_ARGUMENTS[group]
         try:
-            schema = node_schema(node, exclude=exclude, partial=bool(exclude))
+            schemas[group, option] = node_schema(node, exclude=exclude, partial=bool(exclude))
         except ConfigSchemaError as err:
             raise ConfigSchemaError(f"{path}: {err}") from None
-        cs.store(group=f"schema/{group}", name=option, node=schema)
-        schemas[group, option] = schema
     return schemas
 
 
-SCHEMAS = register_schemas()
+_REGISTERED: dict[pathlib.Path, dict[tuple[str, str], type]] = {}
+
+
+def register_schemas(config_dir: pathlib.Path = CONFIG_DIR) -> dict[tuple[str, str], type]:
+    """Register the schemas of ``config_dir`` in Hydra's ConfigStore (once per process); returns them.
+
+    Idempotent: the first call generates them (reading every option and importing its target, a few
+    seconds), later calls return the same dict. Call it before Hydra composes ``configs/train.yaml``.
+    Nothing is registered if any option is broken (``ConfigSchemaError``, naming its file). There is
+    one ConfigStore per process: another directory's options replace those of the same names.
+    """
+    config_dir = pathlib.Path(config_dir).resolve()
+    if config_dir not in _REGISTERED:
+        schemas = generate_schemas(config_dir)
+        cs = ConfigStore.instance()
+        cs.store(name="train_schema", node=TrainConfig)
+        for (group, option), schema in schemas.items():
+            cs.store(group=f"schema/{group}", name=option, node=schema)
+        _REGISTERED[config_dir] = schemas
+    return _REGISTERED[config_dir]
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The config that ``python -m experiments.train <overrides>`` runs with (its ``hydra`` node left
+    out), schemas registered first: ``compose(["model=tfno", "trainer.epochs=2"])``.
+
+    Raises Hydra's ``ConfigCompositionException`` for a misspelt key, a wrong type or an unknown option.
+    """
+    register_schemas()
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return hydra.compose(config_name=config_name, overrides=list(overrides))

@@ -10,7 +10,6 @@ command in the same directory resumes from its latest checkpoint. See README.md.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import pathlib
@@ -19,22 +18,23 @@ import time
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from experiments.allocator import tune_malloc
+from experiments.build import build_model, build_task, make_optimizer, run_fingerprint, trainer_config
+from experiments.config import register_schemas
+from experiments.distributed import check_same_everywhere, initialize, is_primary, primary_first
 from experiments.errors import NonFiniteLossError, Preempted, UserInputError
-
-try:
-    from experiments.build import fit_model_config, make_optimizer, param_group_configs  # registers schemas
-except Exception as err:  # a broken option in configs/: say which file, not a traceback
-    sys.exit(f"error: {err}")
+from experiments.trainer import Trainer
 
 log = logging.getLogger("experiments.train")
+
 
 def _quiet_libraries() -> None:
     for name in ("jax", "absl", "orbax", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        from absl import logging as absl_logging
+        from absl import logging as absl_logging  # optional: installed with orbax, not required
 
         absl_logging.set_verbosity(absl_logging.WARNING)
     except ImportError:
@@ -51,25 +51,14 @@ def _log_from_primary_only() -> None:
 
 
 def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:
-    """Build task, model and optimizer from ``cfg``, train in ``run_dir``, write results.json."""
-    import flax.nnx as nnx
-    from hydra.utils import instantiate
-
-    from experiments.checkpoint import run_identity
-    from experiments.distributed import check_same_everywhere, is_primary, primary_first
-    from experiments.trainer import Trainer, TrainerConfig
-
+    """Build task, model and optimizer from ``cfg`` (experiments.build), train in ``run_dir``, write
+    results.json; returns the results."""
     check_same_everywhere(str(run_dir.absolute()), "the run directory",
                           "pass the same hydra.run.dir=... (on a shared file system) to every process")
-
-    trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    task = instantiate(cfg.data, _convert_="all")
-    fit_model_config(cfg.model, task.model_settings())  # before the identity: it holds the real settings
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "schedule")}
-    parts["param_groups"] = {k: dataclasses.asdict(v) for k, v in param_group_configs(cfg).items()}
-    identity = run_identity({**parts, "seed": cfg.seed}, volatile={"data": task.volatile_keys})
-    trainer = Trainer(trainer_cfg, run_dir, seed=cfg.seed, identity=identity)
-    model = instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(cfg.seed))
+    trainer_cfg = trainer_config(cfg)
+    task = build_task(cfg)
+    model = build_model(cfg, task)  # cfg.model fitted to the data first, so the fingerprint holds the real settings
+    trainer = Trainer(trainer_cfg, run_dir, seed=cfg.seed, identity=run_fingerprint(cfg, task))
     make_tx = make_optimizer(cfg, model)
 
     task.check_model(model, trainer_cfg.batch_size)  # shapes only, before any data is generated
@@ -89,11 +78,11 @@ def run(cfg: DictConfig, run_dir: pathlib.Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float:
+    """One run (Hydra calls it once per job of a multirun); exit status 2 on bad input or a non-finite
+    loss, 143 when stopped by a signal (after saving a checkpoint)."""
     logging.getLogger().setLevel(cfg.log_level)
     _quiet_libraries()
     try:
-        from experiments.distributed import initialize, is_primary
-
         initialize(cfg.trainer.coordinator_address, cfg.trainer.num_processes, cfg.trainer.process_id)
         if not is_primary():
             _log_from_primary_only()
@@ -108,7 +97,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    from experiments.allocator import tune_malloc
-
     tune_malloc()  # before JAX starts its backend: keeps XLA:CPU's step buffers paged in (allocator.py)
+    try:
+        register_schemas()  # before Hydra composes, which it does inside main() (also for -m, --cfg, --help)
+    except Exception as err:  # a broken option in configs/: one line naming its file, not a traceback
+        sys.exit(f"error: {err}")
     main()

@@ -22,12 +22,11 @@ Design (see DESIGN.md section 2):
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import pathlib
 import signal
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import flax.nnx as nnx
 import jax
@@ -35,9 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
 
 from experiments import cost
 from experiments.checkpoint import Checkpointer, check_same_run
+from experiments.config import TrainerConfig  # defined beside the other schemas; re-exported here
 from experiments.distributed import any_process, global_batch, global_mesh, is_primary
 from experiments.errors import NonFiniteLossError, Preempted, UserInputError
 from experiments.metrics import LossBuffer, MetricsLog, finish_means, masked_sums
@@ -49,31 +50,6 @@ LossFn = Callable[[Any, Batch], jax.Array]
 
 __all__ = ["NonFiniteLossError", "Preempted", "Trainer", "TrainerConfig", "count_params", "init_train_state",
            "make_train_step", "merge_model", "mode_graphdef"]
-
-
-@dataclasses.dataclass
-class TrainerConfig:
-    """Trainer knobs (``trainer.*`` in the config; this dataclass is their only copy of the defaults).
-
-    ``max_steps``, when set, wins over ``epochs``. Batch sizes are global (all devices, all processes)
-    and must be multiples of the device count. ``coordinator_address`` / ``num_processes`` /
-    ``process_id`` launch one process of a multi-process run (see experiments/distributed.py).
-    """
-
-    max_steps: Optional[int] = None
-    epochs: int = 15
-    batch_size: int = 20
-    eval_batch_size: Optional[int] = None
-    log_every: int = 25
-    ckpt_every: int = 500
-    eval_every: int = 0  # 0: evaluate only at the end
-    max_to_keep: int = 2
-    devices: Optional[int] = None  # use the first N local devices (default: all)
-    progress: bool = True
-    plots: bool = True
-    coordinator_address: Optional[str] = None
-    num_processes: Optional[int] = None
-    process_id: Optional[int] = None
 
 
 # -- pure pieces (used by the loop, the benchmarks and the tests) -------------------------------------
@@ -279,7 +255,7 @@ class Trainer:
         return out
 
     def _plot(self, task: Task, model: nnx.Module, objective: dict) -> None:
-        from experiments.plots import plot_loss_curves
+        from experiments.plots import plot_loss_curves  # matplotlib (a second to import) only when plotting
 
         plots = self.run_dir / "plots"
         plots.mkdir(exist_ok=True)
@@ -364,8 +340,6 @@ class _Run:
 
     def train(self, step_fn: Callable, total_steps: int) -> None:
         """Steps from ``start`` to ``total_steps``: log, evaluate, checkpoint, stop on a signal."""
-        from tqdm.auto import tqdm
-
         cfg, trainer = self.cfg, self.trainer
         self.bar = tqdm(total=total_steps, initial=self.start, unit="step", dynamic_ncols=True,
                         mininterval=1.0, desc="train", disable=not (cfg.progress and trainer.primary))

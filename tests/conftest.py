@@ -2,10 +2,33 @@
 
 Eight virtual CPU devices so that the data-parallel code paths run on a CPU-only machine. This must
 happen before any JAX backend is initialised, hence at import time of the root conftest.
+
+The tests under tests/experiments compose ``configs/train.yaml`` (with ``experiments.config.compose``
+or Hydra's own ``compose``): its generated schemas are registered once, before the first of them.
 """
 import os
+import pathlib
+
+import pytest
 
 os.environ.setdefault("XLA_FLAGS", "")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+from experiments.config import register_schemas  # noqa: E402  (imports no JAX)
+
+EXPERIMENT_TESTS = pathlib.Path(__file__).parent / "experiments"
+
+
+@pytest.fixture(scope="session")
+def config_schemas():
+    """``experiments.config.register_schemas()``: the schemas of configs/, registered in Hydra's ConfigStore."""
+    return register_schemas()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _register_config_schemas(request):
+    """Before the module-scoped fixtures of a test module under tests/experiments."""
+    if request.path.is_relative_to(EXPERIMENT_TESTS):
+        request.getfixturevalue("config_schemas")

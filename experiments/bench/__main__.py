@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 
+from experiments.allocator import tune_malloc
 from experiments.bench.darcy_datagen import bench_darcy_datagen
 from experiments.bench.fno import bench_fno
 from experiments.bench.kernels import KERNELS, bench_kernels
@@ -36,11 +37,7 @@ BENCHMARKS = {"fno": bench_fno, "ssm": bench_ssm, "kernels": bench_kernels, "ns_
               "darcy_datagen": bench_darcy_datagen}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="name", required=True)
-    p = sub.add_parser("fno", help="FNO-2D training step (value_and_grad + optimizer update)")
+def _fno_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--width", type=int, default=32)
@@ -52,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--impl", nargs="+", default=["fft", "dft"], choices=["auto", "fft", "dft"],
                    help="spectral-convolution paths, measured in turn in one run (default: fft dft)")
     p.add_argument("--compute-dtype", dest="compute_dtype", default=None, help="e.g. bfloat16 (DFT path)")
-    p = sub.add_parser("ssm", help="sequence mixers (S4, S4D, S5, long conv): one layer's forward + backward")
+
+
+def _ssm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--d-model", dest="d_model", type=int, default=128)
@@ -61,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat (after warm-up)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
-    p = sub.add_parser("ns_datagen", help="Navier-Stokes data generation: solver steps/s and samples/s")
+
+
+def _ns_datagen_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolutions", type=int, nargs="+", default=[64, 128], help="solve grids K")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16], help="samples solved together")
     p.add_argument("--steps", type=int, default=100, help="timed time steps per call (after compilation)")
@@ -70,14 +71,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nu", type=float, default=1e-3)
     p.add_argument("--t-final", dest="t_final", type=float, default=50.0,
                    help="horizon of one sample, for the samples/s extrapolation")
-    p = sub.add_parser("ns_accuracy", help="Navier-Stokes: coarse solves (K:dt) against a reference solve")
+
+
+def _ns_accuracy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solves", nargs="+", default=["64:1e-4", "64:1e-3", "128:1e-4"], help="K:dt pairs")
     p.add_argument("--reference", default="256:1e-4", help="K:dt of the reference solve")
     p.add_argument("--n-samples", dest="n_samples", type=int, default=2)
     p.add_argument("--t-final", dest="t_final", type=int, default=50)
     p.add_argument("--nu", type=float, default=1e-3)
     p.add_argument("--times", type=int, nargs="+", default=[10, 50], help="snapshots compared")
-    p = sub.add_parser("kernels", help="Pallas kernels (FFT conv, scan) against their XLA references")
+
+
+def _kernels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--batch", type=int, default=16)
@@ -88,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="on CPU, also time the kernels in interpret mode (not a speed measure)")
     p.add_argument("--steps", type=int, default=5, help="timed calls per repeat (after warm-up)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
-    p = sub.add_parser("darcy_datagen", help="Darcy data generation: GMRES vs sorted Krylov recycling vs sparse LU")
+
+
+def _darcy_datagen_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unknowns", type=int, nargs="+", default=[64, 128], help="unknowns per axis (grid side)")
     p.add_argument("--systems", type=int, default=100, help="N systems per grid")
     p.add_argument("--rtol", type=float, default=1e-8, help="relative residual ||b - Ax|| / ||b||")
@@ -100,7 +107,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-unsorted", dest="unsorted", action="store_false",
                    help="skip the unsorted recycling ablation")
-    args = vars(parser.parse_args(argv))
+
+
+# name -> (help, function adding its options): the keyword arguments of BENCHMARKS[name]
+ARGUMENTS = {
+    "fno": ("FNO-2D training step (value_and_grad + optimizer update)", _fno_arguments),
+    "ssm": ("sequence mixers (S4, S4D, S5, long conv): one layer's forward + backward", _ssm_arguments),
+    "ns_datagen": ("Navier-Stokes data generation: solver steps/s and samples/s", _ns_datagen_arguments),
+    "ns_accuracy": ("Navier-Stokes: coarse solves (K:dt) against a reference solve", _ns_accuracy_arguments),
+    "kernels": ("Pallas kernels (FFT conv, scan) against their XLA references", _kernels_arguments),
+    "darcy_datagen": ("Darcy data generation: GMRES vs sorted Krylov recycling vs sparse LU",
+                      _darcy_datagen_arguments),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="name", required=True)
+    for name, (help_, add_arguments) in ARGUMENTS.items():
+        add_arguments(sub.add_parser(name, help=help_))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one benchmark; print its measurements, one JSON line each."""
+    args = vars(parser().parse_args(argv))
     name = args.pop("name")
     result = BENCHMARKS[name](**args)
     for line in ([result] if isinstance(result, dict) else result):  # a dict, or one per measurement
@@ -108,7 +140,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from experiments.allocator import tune_malloc
-
     tune_malloc()  # before JAX starts its backend (see experiments/allocator.py)
     sys.exit(main())

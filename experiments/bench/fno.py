@@ -10,8 +10,10 @@ import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from hydra.utils import instantiate
 
 from experiments.allocator import malloc_tuned
+from experiments.config import compose, option_files
 from experiments.trainer import count_params, init_train_state, make_train_step
 from operators.fno import FNO
 from operators.losses import relative_lp
@@ -19,16 +21,12 @@ from operators.spectral import choose_impl
 
 
 def optimizer_from_config(name: str):
-    """The optimizer factory of the option ``configs/optim/<name>.yaml`` (a partial awaiting learning_rate)."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from experiments.config import CONFIG_DIR, SCHEMAS
-
-    if ("optim", name) not in SCHEMAS:
-        raise ValueError(f"no optimizer option {name!r}; options: {sorted(o for g, o in SCHEMAS if g == 'optim')}")
-    node = OmegaConf.merge(OmegaConf.structured(SCHEMAS["optim", name]), OmegaConf.load(CONFIG_DIR / "optim" / f"{name}.yaml"))
-    return instantiate(node)
+    """The optimizer factory of the option ``configs/optim/<name>.yaml`` (a partial awaiting learning_rate),
+    composed and checked against its schema as ``python -m experiments.train optim=<name>`` does."""
+    options = sorted(o for g, o in option_files() if g == "optim")
+    if name not in options:
+        raise ValueError(f"no optimizer option {name!r}; options: {options}")
+    return instantiate(compose([f"optim={name}"]).optim)
 
 
 def _cpu_seconds() -> float:

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lax_models.kernels.fftconv import fft_conv_bhl, fft_conv_monarch_xla, monarch_sizes
+from lax_models.kernels.fftconv import fft_conv_bhl, fft_conv_monarch_xla, fft_conv_reference, monarch_sizes
 from lax_models.kernels.scan import linear_scan_reference, linear_scan_split
 
 # Peak memory bandwidth (bytes/s) by device kind, from the vendors' data sheets.
@@ -79,7 +79,6 @@ def _cases_fftconv(length, batch, channels, dtype, rng):
 
 
 def _reference_bhl(u, k, D):
-    from lax_models.kernels.fftconv import fft_conv_reference
     return jnp.swapaxes(fft_conv_reference(jnp.swapaxes(u, 1, 2), k, D), 1, 2)
 
 

@@ -15,14 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import MISSING, OmegaConf
 
-from experiments.config import (CONFIG_DIR, SCHEMAS, omegaconf_type, option_files, resolve_target,
-                                signature_schema)
-from experiments.build import make_optimizer
+from experiments.build import build_model, build_task, make_optimizer
+from experiments.config import (CONFIG_DIR, ConfigSchemaError, compose, omegaconf_type, option_files,
+                                register_schemas, resolve_target, signature_schema)
 from experiments.trainer import TrainerConfig, count_params
 from operators.fno import FNO, pad_cells
 
@@ -31,12 +30,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
 def cfg_with(*overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        return compose(config_name="train", overrides=list(overrides))
-
-
-def build_model(cfg):
-    return instantiate(cfg.model, _convert_="all")(rngs=nnx.Rngs(0))
+    return compose(overrides)
 
 
 def take_one_step(cfg, model):
@@ -77,7 +71,7 @@ def test_every_option_composes_and_builds(group, option, required_inputs):
     if group == "model":
         assert count_params(build_model(cfg)) > 0
     elif group == "data":
-        task = instantiate(cfg.data, _convert_="all")
+        task = build_task(cfg)
         leaves = jax.tree.leaves(task.example_batch(cfg.trainer.batch_size))
         assert leaves and all(x.shape[0] == cfg.trainer.batch_size for x in leaves)
     elif group == "schedule":
@@ -91,7 +85,7 @@ def test_every_option_composes_and_builds(group, option, required_inputs):
 def test_every_experiment_composes_builds_and_fits_its_data(experiment):
     cfg = cfg_with(f"experiment={experiment}")
     model = build_model(cfg)
-    task = instantiate(cfg.data, _convert_="all")
+    task = build_task(cfg)
     task.check_model(model, cfg.trainer.batch_size)  # shapes only: no data is generated
     take_one_step(cfg, model)
 
@@ -106,7 +100,7 @@ def test_every_option_rejects_a_misspelt_key(group, option):
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_schema_is_its_targets_signature(group, option):
     """One copy of each signature: the schema's fields are the constructor's arguments and defaults."""
-    schema = SCHEMAS[group, option]
+    schema = register_schemas()[group, option]
     target = resolve_target(schema._target_)
     fn = target.__init__ if inspect.isclass(target) else target
     params = {n: p for n, p in inspect.signature(fn).parameters.items() if n != "self"}
@@ -152,6 +146,33 @@ def test_generated_schema_keeps_required_args_and_drops_unrepresentable_defaults
         node.a = "ten"
 
 
+def test_registering_the_schemas_is_explicit_idempotent_and_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, experiments.config as c; from hydra.core.config_store import ConfigStore; "
+            "print([m for m in sys.modules if m.startswith(('jax', 'flax', 'orbax', 'operators', 'lax_models'))], "
+            "'schema' in ConfigStore.instance().repo)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=CONFIG_DIR.parent, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["[]", "False"]  # importing the module loads no JAX and registers nothing
+    assert register_schemas() is register_schemas(CONFIG_DIR)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("_target_: no_such_module.Model\n", "cannot import 'no_such_module.Model'"),
+    ("width: 3\n", "must name its `_target_`"),
+    ("_target_: [unclosed\n", "but got '<stream end>' at line 2, column 1"),  # a YAML syntax error
+])
+def test_a_broken_option_is_one_line_naming_its_file(tmp_path, text, message):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "broken.yaml").write_text(text)
+    with pytest.raises(ConfigSchemaError) as err:
+        register_schemas(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'model' / 'broken.yaml'}: ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_trainer_defaults_have_one_copy():
     cfg = cfg_with()
     assert OmegaConf.to_object(cfg.trainer) == TrainerConfig()
@@ -163,7 +184,7 @@ def test_paper_darcy_experiment_builds_the_papers_model_and_data():
     model = build_model(cfg)
     assert count_params(model) == 2_368_001  # fourier_2d.py, modes 12, width 32
     assert pad_cells(cfg.model.padding, cfg.data.train_resolution) == 9  # F.pad(x, [0, 9, 0, 9]) at s=85
-    task = instantiate(cfg.data, _convert_="all")
+    task = build_task(cfg)
     assert task.pde.resolution == 421 and task.grids == {85: (85, 85)}  # r = 5 from 421
     assert (cfg.data.n_train, cfg.data.n_test, cfg.trainer.batch_size, cfg.trainer.epochs) == (1000, 100, 20, 500)
     assert cfg.optim._target_ == "optim.adam" and cfg.optim.weight_decay == pytest.approx(1e-4)
