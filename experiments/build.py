@@ -178,7 +178,9 @@ def restore_trained(run_dir: str | pathlib.Path, cfg: DictConfig | None = None, 
         config_path = run_dir / ".hydra" / "config.yaml"
         if not config_path.is_file():
             raise UserInputError(f"{run_dir} has no .hydra/config.yaml; pass a run directory of experiments.train")
-        cfg = OmegaConf.load(config_path)
+        from experiments.checkpoint import renamed_targets  # a run saved before a target moved
+
+        cfg = OmegaConf.create(renamed_targets(OmegaConf.to_container(OmegaConf.load(config_path))))
     task = build_task(cfg)
     model = build_model(cfg, task)
     if setup:

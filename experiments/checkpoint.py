@@ -77,14 +77,38 @@ class Checkpointer:
         self._mngr.close()
 
 
+# Targets that moved to another module, ``{old dotted path: new}``. A run's fingerprint hashes the old
+# path in their place, so that a run directory started before a move still resumes (its checkpoints'
+# fingerprints were computed with the old path), and ``renamed_targets`` lets an old run's saved
+# config be rebuilt.
+MOVED_TARGETS = {
+    "operators.pde.darcy.DarcyFlow": "experiments.data.darcy.DarcyFlow",
+    "operators.pde.burgers.BurgersFlow": "experiments.data.burgers.BurgersFlow",
+    "operators.pde.navier_stokes.NavierStokesFlow": "experiments.data.navier_stokes.NavierStokesFlow",
+    "experiments.tasks.inverse.DigitImages": "experiments.data.images.DigitImages",
+    "experiments.tasks.inverse.LaplaceSignals": "experiments.data.signals.LaplaceSignals",
+}
+
+
+def renamed_targets(node: Any, renames: Mapping[str, str] = MOVED_TARGETS) -> Any:
+    """A copy of a plain config tree (dicts and lists) with each ``_target_`` in ``renames`` replaced."""
+    if isinstance(node, dict):
+        return {k: (renames.get(v, v) if k == "_target_" and isinstance(v, str) else renamed_targets(v, renames))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [renamed_targets(v, renames) for v in node]
+    return node
+
+
 def run_identity(parts: Mapping[str, Any], volatile: Mapping[str, Sequence[str]] = {}) -> dict[str, str]:
     """Short hashes of the configuration parts a checkpoint depends on, one per part.
 
     ``parts``: e.g. ``{"model": {...}, "data": {...}, "seed": 0}`` (plain JSON-able values).
     ``volatile``: dotted keys per part that are left out (``{"data": ["pde.cache_dir"]}``): settings
-    that do not change what is trained, such as where data is cached.
+    that do not change what is trained, such as where data is cached. A target that moved
+    (``MOVED_TARGETS``) is hashed under its old path, so moving a class keeps its runs resumable.
     """
-    parts = copy.deepcopy(dict(parts))
+    parts = renamed_targets(copy.deepcopy(dict(parts)), {new: old for old, new in MOVED_TARGETS.items()})
     for part, keys in volatile.items():
         for key in keys:
             *parents, last = key.split(".")

@@ -121,7 +121,7 @@ class Task(abc.ABC):
     def model_settings(self) -> dict[str, Any]:
         """What the data implies about the model, known from the config alone; default: nothing.
 
-        Keys the runner understands (``experiments.train.fit_model_config``): ``in_channels`` and
+        Keys the runner understands (``experiments.build.fit_model_config``): ``in_channels`` and
         ``out_channels`` (channels of the model's input and output fields) and ``spatial_dims`` (the
         number of axes a grid model such as the FNO must take: one mode count per axis). The runner
         sets a model option to these values only where the config's value could not fit the data, and
