@@ -16,3 +16,7 @@ class NonFiniteLossError(RuntimeError):
 
 class Preempted(Exception):
     """SIGTERM/SIGINT received and a checkpoint saved (exit status 143); rerun the same command to resume."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (exit status 2); the run stopped and the previous one is intact."""

@@ -24,7 +24,7 @@ from experiments.allocator import tune_malloc
 from experiments.build import build_model, build_task, make_optimizer, run_fingerprint, trainer_config
 from experiments.config import register_schemas
 from experiments.distributed import check_same_everywhere, initialize, is_primary, primary_first
-from experiments.errors import NonFiniteLossError, Preempted, UserInputError
+from experiments.errors import CheckpointWriteError, NonFiniteLossError, Preempted, UserInputError
 from experiments.trainer import Trainer
 
 log = logging.getLogger("experiments.train")
@@ -87,7 +87,7 @@ def main(cfg: DictConfig) -> float:
         if not is_primary():
             _log_from_primary_only()
         results = run(cfg, pathlib.Path(HydraConfig.get().runtime.output_dir))
-    except (UserInputError, NonFiniteLossError) as err:
+    except (UserInputError, NonFiniteLossError, CheckpointWriteError) as err:
         log.error("%s", err)
         sys.exit(2)
     except Preempted as err:

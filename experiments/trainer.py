@@ -37,7 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from experiments import cost
-from experiments.checkpoint import Checkpointer, check_same_run
+from experiments.checkpoint import Checkpointer, check_same_run, check_writable, restore_latest_readable
 from experiments.config import TrainerConfig  # defined beside the other schemas; re-exported here
 from experiments.distributed import any_process, global_batch, global_mesh, is_primary
 from experiments.errors import NonFiniteLossError, Preempted, UserInputError
@@ -99,9 +99,14 @@ def count_params(model: nnx.Module) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
+def _nbytes(tree: Any) -> int:
+    """Size of one copy of ``tree``'s arrays (per device: the state is replicated), in bytes."""
+    return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
+
+
 def _megabytes(tree: Any) -> float:
-    """Size of one copy of ``tree``'s arrays (per device: the state is replicated), in MiB."""
-    return round(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)) / 2**20, 3)
+    """``_nbytes`` in MiB."""
+    return round(_nbytes(tree) / 2**20, 3)
 
 
 def _compile(fn, *args) -> tuple[Callable, float]:
@@ -271,6 +276,7 @@ class _Run:
                  steps_per_epoch: int):
         self.trainer, self.task, self.eval_graphdef, self.state = trainer, task, eval_graphdef, state
         self.cfg, self.steps_per_epoch = trainer.cfg, steps_per_epoch
+        check_writable(trainer.run_dir / "checkpoints", _nbytes(state))  # before any work: refused, not lost
         self.ckpt = Checkpointer(trainer.run_dir / "checkpoints", max_to_keep=self.cfg.max_to_keep)
         self.losses = LossBuffer(self.cfg.batch_size, steps_per_epoch, self.where_saved)
         self.start = self.saved = 0
@@ -280,15 +286,17 @@ class _Run:
 
     def resume(self, total_steps: int) -> None:
         """Restore the latest checkpoint of the run directory, if any; open the metrics log."""
-        start = self.ckpt.latest_step()
-        if start is not None:
-            check_same_run(self.ckpt.read_meta(start), self.trainer.identity, self.ckpt.directory)
-            if start > total_steps:
+        def accept(step: int, meta: dict) -> None:
+            check_same_run(meta, self.trainer.identity, self.ckpt.directory)
+            if step > total_steps:
                 raise UserInputError(
-                    f"the run directory already holds a checkpoint at step {start}, past this run's length "
+                    f"the run directory already holds a checkpoint at step {step}, past this run's length "
                     f"of {total_steps} steps; raise trainer.max_steps / trainer.epochs to continue it, or "
                     f"use a new run directory (hydra.run.dir=...)")
-            self.state, _ = self.ckpt.restore(start, self.state)
+
+        start, self.state = restore_latest_readable(self.ckpt, self.state, accept,
+                                                    self.trainer.run_dir / "damaged_checkpoints", self.trainer.primary)
+        if start is not None:
             log.info("resumed from the checkpoint at step %d in %s", start, self.ckpt.directory)
         self.metrics_log = MetricsLog(self.trainer.run_dir / "metrics.jsonl", resume_step=start,
                                       enabled=self.trainer.primary)
