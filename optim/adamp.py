@@ -22,6 +22,8 @@ norm gains) are never projected. Weight decay is decoupled and applied before th
 reference: AdamP :math:`w \\leftarrow w(1 - \\eta\\lambda r) - \\eta\\, d/(1-\\beta_1^t)`, SGDP
 :math:`w \\leftarrow w(1 - \\eta\\lambda r/(1-\\mu)) - \\eta\\, d`, with :math:`r` = wd_ratio on a
 projected tensor and 1 otherwise.
+SGDP without Nesterov also stores the projected direction as its momentum buffer, as the
+reference's in-place projection does (``project_buffer``; see ``sgdp``).
 
 **Output channel axis.** Flax stores kernels with the output channel *last* (``nnx.Linear``:
 (in, out); ``nnx.Conv``: HWIO), where PyTorch stores it first (out, in) / OIHW and the reference
@@ -228,27 +230,32 @@ def adamp(
 # ------------------------------------------------------------------------------------------------
 
 class ScaleBySGDPState(NamedTuple):
-    """The momentum buffer (torch's ``momentum_buffer``, started at zero)."""
+    """The momentum buffer (torch's ``momentum_buffer``, started at zero); with
+    ``project_buffer=True`` and ``nesterov=False`` it is stored projected, as the reference leaves it."""
 
     momentum: optax.Updates
 
 
 def scale_by_sgdp(momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
                   nesterov: bool = False, eps: float = 1e-8, delta: float = 0.1, wd_ratio: float = 0.1,
-                  channel_axis: int = -1) -> optax.GradientTransformation:
+                  channel_axis: int = -1, project_buffer: bool = True) -> optax.GradientTransformation:
     """SGDP's direction and decay, to be scaled by :math:`-\\eta_t`:
 
     .. math::
         b &= \\mu b + (1 - \\text{dampening})\\, g, \\quad d = g + \\mu b \\text{ (Nesterov) or } b \\\\
-        u &= \\Pi(d) + \\frac{\\lambda r}{1-\\mu} w
+        u &= \\Pi(d) + \\frac{\\lambda r}{1-\\mu} w, \\qquad
+        b \\leftarrow \\Pi(b) \\text{ if not Nesterov and project\\_buffer}
 
-    (the :math:`1/(1-\\mu)` on the decay is the reference's). Needs ``params`` in ``update``.
+    (the :math:`1/(1-\\mu)` on the decay is the reference's). The last assignment is the reference's
+    in-place projection (see ``sgdp``). Needs ``params`` in ``update``.
     """
     _check(momentum=(momentum, lambda m: 0 <= m < 1, "in [0, 1)"),
            dampening=(dampening, lambda d: 0 <= d <= 1, "in [0, 1]"),
            eps=(eps, lambda e: e > 0, "> 0"), weight_decay=(weight_decay, lambda w: w >= 0, ">= 0"),
            delta=(delta, lambda d: d > 0, "> 0"), wd_ratio=(wd_ratio, lambda r: r >= 0, ">= 0"))
     decay = weight_decay / (1 - momentum)
+    # Without Nesterov the reference's d_p *is* the buffer, and _projection edits it in place.
+    buffer_is_direction = project_buffer and not nesterov
 
     def init_fn(params):
         return ScaleBySGDPState(momentum=optax.tree.zeros_like(params))
@@ -257,12 +264,16 @@ def scale_by_sgdp(momentum: float = 0.0, dampening: float = 0.0, weight_decay: f
         _need_params("sgdp", params)
         buf = jax.tree.map(lambda b, g: momentum * b + (1 - dampening) * g, state.momentum, updates)
 
-        def leaf(g, b, w):
+        def leaf(g, b, w):  # -> (update, new buffer)
             direction = g + momentum * b if nesterov else b
-            return _projected_with_decay(w, g, direction, direction_scale=1.0, decay=decay, delta=delta,
-                                         wd_ratio=wd_ratio, eps=eps, channel_axis=channel_axis)
+            d, projected = project_scale_invariant(w, g, direction, delta, eps, channel_axis)
+            out = d + (decay * jnp.where(projected, wd_ratio, 1.0)) * w if decay else d
+            return out.astype(g.dtype), (d.astype(b.dtype) if buffer_is_direction else b)
 
-        return jax.tree.map(leaf, updates, buf, params), ScaleBySGDPState(momentum=buf)
+        pairs = jax.tree.map(leaf, updates, buf, params)  # the tree of updates, a pair at each leaf
+        new_updates, new_buf = jax.tree.transpose(jax.tree.structure(updates), jax.tree.structure((0, 0)),
+                                                  pairs)
+        return new_updates, ScaleBySGDPState(momentum=new_buf)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -277,12 +288,22 @@ def sgdp(
     delta: float = 0.1,
     wd_ratio: float = 0.1,
     channel_axis: int = -1,
+    project_buffer: bool = True,
 ) -> optax.GradientTransformation:
     """SGDP (Heo et al. ICLR 2021): momentum SGD whose step on a scale-invariant weight has its radial
     part removed, with decoupled weight decay :math:`w \\leftarrow w(1 - \\eta\\lambda r/(1-\\mu))`.
 
     Elsewhere (ndim <= 1, or not detected as scale invariant) it is torch-style momentum SGD
     (buffer started at zero) with that decoupled decay.
+
+    **Which buffer is projected.** The paper (arXiv 2006.08217, Algorithm "SGDP") keeps the momentum
+    :math:`p_t = \\mu p_{t-1} + g_t` and steps along the projected copy :math:`q_t = \\Pi(p_t)`. The
+    public code (clovaai/AdamP ``adamp/sgdp.py``, ``SGDP.step``) does not: without Nesterov
+    ``d_p = buf`` is the buffer itself and ``_projection`` subtracts the radial part in place
+    (``perturb -= p_n * ...``), so the stored buffer is projected and carries that into later
+    steps; with Nesterov ``d_p = grad + momentum * buf`` is a new tensor and the buffer is untouched.
+    ``project_buffer=True`` (default) is the public code, ``project_buffer=False`` the paper's text;
+    the two differ only when ``nesterov=False`` on a projected tensor.
 
     Args:
       learning_rate: a float or an ``optax.Schedule`` (step -> learning rate).
@@ -295,12 +316,16 @@ def sgdp(
       wd_ratio: factor on the weight decay of a projected tensor.
       channel_axis: the output-channel axis of a weight: -1 for Flax kernels (Linear (in, out), Conv
         HWIO), 0 for PyTorch layout.
+      project_buffer: with ``nesterov=False``, store the projected direction as the momentum buffer
+        (True, clovaai/AdamP's in-place projection) or keep the buffer unprojected and project a
+        copy (False, the paper's algorithm). No effect with ``nesterov=True``.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
     """
     return optax.chain(
         scale_by_sgdp(momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                      eps=eps, delta=delta, wd_ratio=wd_ratio, channel_axis=channel_axis),
+                      eps=eps, delta=delta, wd_ratio=wd_ratio, channel_axis=channel_axis,
+                      project_buffer=project_buffer),
         optax.scale_by_learning_rate(learning_rate),
     )
