@@ -7,8 +7,9 @@ block* before they are merged on the way up. One block on features ``x`` of widt
 
 1. patchify: ``(B, H, W, C) -> (B * H/p1 * W/p2, p1 * p2, C)``, each patch a set of pixels;
 2. encoder attention (h = 8 heads, no 1/sqrt(d) scaling): M learned latent tokens ``T0`` query the
-   pixels, keys and values from one 1x1 conv ``C -> 2C``:
-   ``T = softmax(T0 K^T) V + T0``;
+   pixels, keys and values from one 1x1 conv ``C -> 2C`` whose outputs interleave them (output
+   ``2c`` is key channel c, ``2c + 1`` value channel c, as the reference's
+   ``view(B, L, head, C // head, 2)``): ``T = softmax(T0 K^T) V + T0``;
 3. latent spectral transition, elementwise on every token value z with K basis functions:
    ``T <- sum_m w[c, m] phi_m(T) + T``,  ``phi = [sin(k pi z / K), cos(k pi z / K)], k = 0..K-1``;
 4. decoder attention: the pixels, through a 1x1 conv ``C -> C``, query the tokens (keys = values =
@@ -81,6 +82,18 @@ class NeuralSpectralBlock(nnx.Module):
 
     Parameters: ``3 C^2 + (3 + M + 2K) C`` (encoder 1x1 conv C -> 2C with bias, decoder C -> C with
     bias, latent tokens h x M x C/h, basis weights C x 2K).
+
+    They map one to one onto the reference's (a 1x1 ``Conv2d`` weight ``(out, in, 1, 1)`` is the
+    transpose of a ``Linear`` kernel ``(in, out)``)::
+
+        latent          = latent                               (h, M, C/h)
+        weights         = weights                              (C, 2K)
+        encoder.kernel  = encoder_attn.weight[:, :, 0, 0].T    (C, 2C); output 2c: key c, 2c + 1: value c
+        encoder.bias    = encoder_attn.bias                    (2C,)
+        decoder.kernel  = decoder_attn.weight[:, :, 0, 0].T    (C, C)
+        decoder.bias    = decoder_attn.bias                    (C,)
+
+    Channel ``c`` of keys, values, queries and tokens is ``head * C/h + j`` (head-major).
     """
 
     def __init__(self, width: int, num_basis: int = 12, num_token: int = 4, patch_size: Sequence[int] = (6, 6),
@@ -93,7 +106,7 @@ class NeuralSpectralBlock(nnx.Module):
         # Init as the reference: latent tokens and basis weights U[0, 1) / C.
         self.latent = nnx.Param(jax.random.uniform(rngs.params(), (n_heads, num_token, width // n_heads)) / width)
         self.weights = nnx.Param(jax.random.uniform(rngs.params(), (width, 2 * num_basis)) / width)
-        self.encoder = nnx.Linear(width, 2 * width, rngs=rngs)  # the 1x1 conv giving keys and values
+        self.encoder = nnx.Linear(width, 2 * width, rngs=rngs)  # the 1x1 conv giving keys and values, interleaved
         self.decoder = nnx.Linear(width, width, rngs=rngs)  # the 1x1 conv giving the pixel queries
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -103,7 +116,9 @@ class NeuralSpectralBlock(nnx.Module):
         n = pixels.shape[0]
 
         # (1) encoder: the latent tokens attend to the pixels of their patch.
-        keys, values = jnp.split(self.encoder(pixels), 2, axis=-1)  # 2 x (N, L, C)
+        # The reference views the 2C conv outputs as (head, C/h, 2): keys and values interleave.
+        kv = self.encoder(pixels).reshape(n, pixels.shape[1], self.width, 2)  # (N, L, C, 2)
+        keys, values = kv[..., 0], kv[..., 1]  # 2 x (N, L, C): outputs 2c and 2c + 1
         keys, values = _heads(keys, h), _heads(values, h)  # (N, h, L, C/h)
         latent = jnp.broadcast_to(self.latent[...], (n, *self.latent.shape))  # (N, h, M, C/h)
         attn = jax.nn.softmax(jnp.einsum("nhmc,nhlc->nhml", latent, keys), axis=-1)  # (N, h, M, L)
@@ -133,7 +148,9 @@ class LSM(UNet):
       num_token: M, latent tokens per head and patch (4).
       patch_size: pixels per patch on (x, y) at every level (Darcy: 6 x 6).
       padding: cells appended to (x, y) so that n + padding is a multiple of 16 * patch (Darcy s = 85:
-        [11, 11]); ``None``: the least such padding, at any resolution.
+        [11, 11]); ``None``: the least such padding, at any resolution. The reference's
+        ``--padding a,b`` is ordered the other way (``F.pad(x, [0, a, 0, b])`` pads y by a, x by b,
+        while ``--patch_size`` is (x, y)): its Airfoil ``13,3`` with patch ``14,4`` is ``[3, 13]`` here.
       n_heads: attention heads (8 in the reference); the width must divide by it.
       n_levels: resolution levels of the U-Net (the reference: 5); a block on each.
 
