@@ -32,6 +32,10 @@ METHODS = (ALG1, ALG2, VR_EG, EAG, EG)
 PAPER_RANK = {ALG1: 0, ALG2: 0, VR_EG: 1, EAG: 2, EG: 3}
 PAPER_PAIRS = tuple((a, b) for a in METHODS for b in METHODS if PAPER_RANK[a] < PAPER_RANK[b])
 ORDER_TEXT = "Algorithms 1 and 2 < VR-EG < EAG < EG in epochs to a small residual"
+# Algorithm 2's VR-FoRB snapshot refresh (``optim.halpern.vr_forb_resolvent``): the authors' code
+# (subsolver_FoRB: ``wx, wy = x, y``, the outer point) or the paper's Algorithm 3 (w <- v_{t+1}).
+SNAPSHOT_TEXT = {"outer": "the authors' code (subsolver_FoRB refreshes w ← u, the outer point)",
+                 "paper": "the paper's Algorithm 3 (w ← v_{t+1})"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +82,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, epochs: float, levels:
     parser.add_argument("--levels", type=str, default=",".join(f"{v:g}" for v in levels),
                         help="comma-separated residual levels for the epochs-to-reach columns "
                              f"(default {','.join(f'{v:g}' for v in levels)})")
+    parser.add_argument("--snapshot", choices=tuple(SNAPSHOT_TEXT), default="outer",
+                        help="Algorithm 2's VR-FoRB snapshot refresh: 'outer' (default), the authors' code "
+                             "(w <- u, the outer point), or 'paper', Algorithm 3 (w <- v_{t+1})")
 
 
 def parse_levels(text: str) -> list[float]:
@@ -177,6 +184,7 @@ class Comparison:
     n: int
     seed: int
     records: int              # about how many residuals each method recorded
+    snapshot: str = "outer"   # Algorithm 2's VR-FoRB snapshot rule (SNAPSHOT_TEXT)
 
 
 def _method_rows(c: Comparison) -> tuple[list[str], list[list[str]], list[dict]]:
@@ -203,7 +211,9 @@ def _ordering_lines(c: Comparison) -> list[str]:
     by the final residuals."""
     by_name = {m.name: m for m in c.measured}
     reached = [v for v in c.levels if any(m.epochs_to(v) is not None for m in c.measured)]
-    lines = [f"**The paper's ordering** (Fig. 1: {ORDER_TEXT}; checked on all {len(PAPER_PAIRS)} pairs it ranks):"]
+    lines = [f"**The paper's ordering** (Fig. 1: {ORDER_TEXT}; checked on all {len(PAPER_PAIRS)} pairs it "
+             f"ranks; Algorithm 2's VR-FoRB snapshot refresh: {SNAPSHOT_TEXT[c.snapshot]}, "
+             f"`--snapshot {c.snapshot}`):"]
     for i, v in enumerate(reversed(reached)):
         verdict, details = ordering_at(by_name, v)
         where = f"r ≤ {v:g}" + (", the smallest level any method reached" if i == 0 else "")

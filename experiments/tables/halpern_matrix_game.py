@@ -15,11 +15,13 @@ Protocol (after the authors' code, zephyr-cai/Finite-Sum-Halpern-Iteration:matri
   evaluations / n, counted exactly (a full pass n, a PAGE minibatch step 2b, a VR step 2);
 * parameters of the authors' code: EG and EAG eta = 5/||A||_2; VR-EG p = 1/n, gamma = 3 sqrt(p)/||A||_F;
   Algorithm 1 eta = 5/||A||_F, b = floor(sqrt n), lambda_k = 2/(k+4); Algorithm 2 eta = sqrt(n)/||A||_F,
-  VR-FoRB gamma = 5 sqrt(p(1-p))/(sqrt(n)+1), p = 1/n, M_k = floor(0.05 n log(k+2));
+  VR-FoRB gamma = 5 sqrt(p(1-p))/(sqrt(n)+1), p = 1/n, M_k = floor(0.05 n log(k+2)), and VR-FoRB's
+  snapshot refresh as in their ``subsolver_FoRB`` (w <- u, the outer point; ``--snapshot paper`` for
+  the paper's Algorithm 3, w <- v_{t+1});
 * budget 5000 epochs, the paper's (EG and EAG: 2500 iterations); about a minute on a 2-core CPU;
   ``--epochs`` shortens it. float64.
 
-    python -m experiments.table halpern_matrix_game [--epochs 5000] [--seed 0] [--n 500]
+    python -m experiments.table halpern_matrix_game [--epochs 5000] [--seed 0] [--n 500] [--snapshot outer]
 
 The machinery (running the methods, epochs to a level, the ordering check, the table and its figure)
 is ``experiments.tables.halpern_comparison``, shared with ``halpern_qp``.
@@ -54,8 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=500, help="players' actions n = m (default 500)")
 
 
-def methods(a: np.ndarray, epochs: float, records: int) -> tuple[list[Method], object]:
-    """The five solvers with the authors' parameters for the matrix game, and the problem."""
+def methods(a: np.ndarray, epochs: float, records: int,
+            snapshot: str = "outer") -> tuple[list[Method], object]:
+    """The five solvers with the authors' parameters for the matrix game, and the problem; ``snapshot``
+    is Algorithm 2's VR-FoRB snapshot rule (``optim.halpern.vr_forb_resolvent``)."""
     import jax.numpy as jnp
 
     from optim import halpern as H
@@ -79,8 +83,8 @@ def methods(a: np.ndarray, epochs: float, records: int) -> tuple[list[Method], o
         Method(ALG1, f"η = 5/‖A‖_F = {eta1:.4g}, b = {b}, λ_k = 2/(k+4), PAGE p_k",
                lambda key: H.halpern_page(problem, key, eta=eta1, **kw)),
         Method(ALG2, f"η = √n/‖A‖_F = {eta2:.4g}; VR-FoRB γ = {gamma_forb:.3g}, p = 1/n, "
-               "M_k = ⌊0.05 n log(k+2)⌋", lambda key: H.inexact_halpern(
-                   problem, key, eta=eta2, gamma=gamma_forb, **kw)),
+               f"M_k = ⌊0.05 n log(k+2)⌋, snapshot {snapshot}", lambda key: H.inexact_halpern(
+                   problem, key, eta=eta2, gamma=gamma_forb, snapshot=snapshot, **kw)),
         Method(VR_EG, f"γ = 3√p/‖A‖_F = {gamma_vr:.3g}, p = 1/n",
                lambda key: H.vr_extragradient(problem, key, gamma=gamma_vr, **kw)),
         Method(EAG, f"η = 5/‖A‖₂ = {eta_eg:.4g}, λ_k = 1/(k+2)",
@@ -90,7 +94,8 @@ def methods(a: np.ndarray, epochs: float, records: int) -> tuple[list[Method], o
     ], problem
 
 
-def solve(a: np.ndarray, epochs: float, records: int, seed: int) -> tuple[list[Measured], float]:
+def solve(a: np.ndarray, epochs: float, records: int, seed: int,
+          snapshot: str = "outer") -> tuple[list[Measured], float]:
     """Run the five methods on the game with matrix ``a`` in float64: their histories, and the residual
     of the starting point."""
     import jax
@@ -98,7 +103,7 @@ def solve(a: np.ndarray, epochs: float, records: int, seed: int) -> tuple[list[M
     from optim.halpern import residual
 
     with jax.enable_x64(True):
-        solvers, problem = methods(a, epochs, records)
+        solvers, problem = methods(a, epochs, records, snapshot)
         r0 = float(residual(problem, problem.u0))
         return measure(solvers, seed, "halpern_matrix_game"), r0
 
@@ -117,7 +122,7 @@ def collect(args: argparse.Namespace, levels: list[float], a: np.ndarray, measur
                       setup=setup,
                       plot_title=f"Policeman and burglar, n = {args.n} (Cai et al. 2024, Fig. 1a): measured",
                       measured=measured, levels=levels, budget=args.epochs, n=args.n,
-                      seed=args.seed, records=args.records)
+                      seed=args.seed, records=args.records, snapshot=args.snapshot)
 
 
 def build(args: argparse.Namespace) -> Table:
@@ -126,6 +131,6 @@ def build(args: argparse.Namespace) -> Table:
     if args.n < 2:
         raise UserInputError(f"--n must be at least 2, got {args.n}")
     a = policeman_and_burglar(args.n)
-    measured, r0 = solve(a, args.epochs, args.records, args.seed)
+    measured, r0 = solve(a, args.epochs, args.records, args.seed, args.snapshot)
     comparison = collect(args, levels, a, measured, r0)
     return render(comparison).with_plot(functools.partial(plot, comparison))

@@ -298,7 +298,7 @@ def test_updates_match_a_naive_transcription():
     check(result, u)
     # Algorithm 2 with M_k = 3 VR-FoRB steps, p = 1: v+ = P(v_bar - gamma[Phi(w) + Phi(v) - Phi(w_prev)]).
     eta, gamma = 0.5, 0.2
-    result = H.inexact_halpern(problem, key, eta=eta, gamma=gamma, epochs=20, p=1.0,
+    result = H.inexact_halpern(problem, key, eta=eta, gamma=gamma, epochs=20, p=1.0, snapshot="paper",
                                inner_steps=lambda k: jnp.int32(3))
     u = u0
     for k in range(int(result.steps)):
@@ -341,7 +341,7 @@ def test_vr_forb_converges_to_the_exact_resolvent():
     eta = 0.5
     q = np.asarray(problem.full(jnp.zeros(16)))
     exact = np.linalg.solve(np.eye(16) + eta * m, np.asarray(u) - eta * q)   # (I + eta F)^{-1} u
-    v, _ = H.vr_forb_resolvent(problem, jax.random.key(0), u, eta=eta, gamma=0.05, num_steps=3000)
+    v, _ = H.vr_forb_resolvent(problem, jax.random.key(0), u, eta=eta, gamma=0.05, num_steps=3000, snapshot="paper")
     assert np.linalg.norm(np.asarray(v) - exact) < 1e-8 * np.linalg.norm(exact - np.asarray(u))
 
 

@@ -6,8 +6,11 @@ and kept snapshots) shapes the iterates.
 Paper: X. Cai, A. Alacaoglu, J. Diakonikolas, "Variance Reduced Halpern Iteration for Finite-Sum
 Monotone Inclusions", ICLR 2024, arXiv 2310.02987 (Algorithms 1-3); experiment code
 zephyr-cai/Finite-Sum-Halpern-Iteration (``Halpern_mini_update``, ``subsolver_FoRB`` in
-``matrix_game.py``). The transcriptions follow the paper's algorithms as ``optim.halpern`` documents
-them (a refreshed VR-FoRB snapshot is the new iterate, w <- v_{t+1}).
+``matrix_game.py``). VR-FoRB has two snapshot rules (``optim.halpern``'s ``snapshot``), each with its own
+transcription: ``"paper"``, Algorithm 3 as printed (a refreshed snapshot is the new iterate,
+w <- v_{t+1}; ``vr_forb``), and ``"outer"``, the default, the authors' ``subsolver_FoRB`` loop (both
+``matrix_game.py`` and ``quadratic_programming.py``: a refresh sets ``wx, wy = x, y``, the outer point,
+and still costs n calls; ``subsolver_forb_authors``).
 
 Replayed draws (the same ``jax.random`` calls on the same keys as ``optim/halpern.py``):
 
@@ -122,15 +125,55 @@ def vr_forb(prob: NumpyProblem, key, u, *, eta, gamma, steps, p, log):
     return trajectory, calls
 
 
-def inexact_halpern(prob: NumpyProblem, key, *, eta, gamma, epochs, inner_steps, p):
+def subsolver_forb_authors(prob: NumpyProblem, key, u, *, eta, gamma, steps, p, log):
+    """The authors' ``subsolver_FoRB(A, x, y, M, c, cnt, p, alpha, gamma)`` loop with x, y -> u, c -> eta,
+    their Ax/Ay -> phi_w, their sampled difference c n A[idx] (v[idx] - w_prev[idx]) + v - w_prev ->
+    eta (F_j(v) - F_j(w_prev)) + v - w_prev, and their NumPy draws replaced by the solver's:
+
+        v, w, w_prev = u, u, u;  phi_w = c F(w) + w - u       (cnt += n, as quadratic_programming.py)
+        for k in range(M):
+            v_bar = alpha v + w - alpha w
+            v = P(v_bar - gamma (phi_w + c (F_j(v) - F_j(w_prev)) + v - w_prev));  cnt += 2
+            w_prev = w
+            if toss[k] == 1:  w = u;  phi_w = c F(w) + w - u;  cnt += n      # wx, wy = x, y
+
+    Returns (v after each step, calls)."""
+    alpha = 1.0 - p
+    v, w, w_prev = u.copy(), u.copy(), u.copy()
+    phi_w = eta * prob.full(w) + w - u
+    calls, trajectory = prob.n, []
+    for t in range(steps):
+        draws = uniform_draws(jax.random.fold_in(key, t), (2,))
+        idx, toss = min(int(math.floor(draws[0] * prob.n)), prob.n - 1), bool(draws[1] < p)
+        log["j"].add(idx)
+        log["refresh"].add(toss)
+        log["mixing"] = max(log["mixing"], float(np.abs(v - w).max()))
+        v_bar = alpha * v + w - alpha * w
+        v = prob.project(v_bar - gamma * (phi_w + eta * (prob.component(idx, v) - prob.component(idx, w_prev))
+                                          + v - w_prev))
+        calls += 2
+        w_prev = w
+        if toss:
+            w = u
+            phi_w = eta * prob.full(w) + w - u
+            calls += prob.n
+        trajectory.append(v)
+    return trajectory, calls
+
+
+RESOLVENTS = {"paper": vr_forb, "outer": subsolver_forb_authors}
+
+
+def inexact_halpern(prob: NumpyProblem, key, *, eta, gamma, epochs, inner_steps, p, snapshot):
     """Algorithm 2: u_{k+1} = lam_k u0 + (1 - lam_k) J~(u_k), lam_k = 1/(k+2), J~ = M_k steps of
-    Algorithm 3 from u_k; stops once the calls reach epochs * n (checked after each outer step)."""
+    VR-FoRB from u_k (Algorithm 3, or the authors' loop); stops once the calls reach epochs * n (checked
+    after each outer step)."""
     budget = math.ceil(epochs * prob.n)
     u, iterates, calls, k = prob.u0.copy(), [prob.u0.copy()], [0], 0
     log = {"j": set(), "refresh": set(), "mixing": 0.0}
     while calls[-1] < budget:
-        inner, cost = vr_forb(prob, jax.random.fold_in(key, k), u, eta=eta, gamma=gamma,
-                              steps=inner_steps(k), p=p, log=log)
+        inner, cost = RESOLVENTS[snapshot](prob, jax.random.fold_in(key, k), u, eta=eta, gamma=gamma,
+                                           steps=inner_steps(k), p=p, log=log)
         lam = 1.0 / (k + 2)
         u = lam * prob.u0 + (1 - lam) * inner[-1]
         iterates.append(u)
@@ -150,18 +193,24 @@ ALG2_CASES = {
 }
 
 
+def snapshot_kwargs(snapshot: str) -> dict:
+    """The solver's keyword for a rule: "outer" is the default, so it is left out (checking the default)."""
+    return {} if snapshot == "outer" else {"snapshot": snapshot}
+
+
+@pytest.mark.parametrize("snapshot", RESOLVENTS)
 @pytest.mark.parametrize("case", ALG2_CASES)
-def test_inexact_halpern_matches_the_transcription(case):
+def test_inexact_halpern_matches_the_transcription(case, snapshot):
     c = ALG2_CASES[case]
     prob = NumpyProblem(c["n"], c["k"], seed=3, box=c["box"])
     key = jax.random.key(7)
     p = 1.0 / c["n"] if c["p"] is None else c["p"]
     iterates, calls, log = inexact_halpern(prob, key, eta=c["eta"], gamma=c["gamma"], epochs=c["epochs"],
-                                           inner_steps=c["inner"], p=p)
+                                           inner_steps=c["inner"], p=p, snapshot=snapshot)
     budget = math.ceil(c["epochs"] * c["n"])
     result = H.inexact_halpern(prob.solver_problem(), key, eta=c["eta"], gamma=c["gamma"],
                                epochs=c["epochs"], inner_steps=c["solver_inner"], p=c["p"],
-                               num_records=budget)                          # a record per outer step
+                               num_records=budget, **snapshot_kwargs(snapshot))   # a record per outer step
     assert len(iterates) >= 8
     assert len(log["j"]) >= 3 and log["mixing"] > 1e-3                       # sampled, and w != v
     if case == "box-p0.3":
@@ -169,17 +218,32 @@ def test_inexact_halpern_matches_the_transcription(case):
     check_iterates(result, iterates, calls, prob)
 
 
-def test_vr_forb_matches_the_transcription_step_by_step():
+@pytest.mark.parametrize("snapshot", RESOLVENTS)
+def test_vr_forb_matches_the_transcription_step_by_step(snapshot):
     prob = NumpyProblem(5, 2, seed=4, box=True)
     key, u = jax.random.key(11), prob.u0 + 0.2
     log = {"j": set(), "refresh": set(), "mixing": 0.0}
-    want, _ = vr_forb(prob, key, u, eta=0.7, gamma=0.04, steps=12, p=0.25, log=log)
+    want, want_calls = RESOLVENTS[snapshot](prob, key, u, eta=0.7, gamma=0.04, steps=12, p=0.25, log=log)
     assert log["refresh"] == {True, False} and log["mixing"] > 0.01
     problem = prob.solver_problem()
     run = jax.jit(lambda m: H.vr_forb_resolvent(problem, key, jnp.asarray(u), eta=0.7, gamma=0.04,
-                                                num_steps=m, p=0.25)[0])
+                                                num_steps=m, p=0.25, **snapshot_kwargs(snapshot)))
     for m, v in enumerate(want, start=1):
-        np.testing.assert_allclose(np.asarray(run(m)), v, rtol=0, atol=1e-12, err_msg=f"step {m}")
+        np.testing.assert_allclose(np.asarray(run(m)[0]), v, rtol=0, atol=1e-12, err_msg=f"step {m}")
+    assert int(run(len(want))[1]) == want_calls
+
+
+def test_the_two_snapshot_rules_differ_and_bad_rules_are_refused():
+    """On the step-by-step case the rules give different iterates (so each test above pins its own
+    rule), and an unknown rule is a clear error."""
+    prob = NumpyProblem(5, 2, seed=4, box=True)
+    key, u = jax.random.key(11), jnp.asarray(prob.u0 + 0.2)
+    runs = {s: H.vr_forb_resolvent(prob.solver_problem(), key, u, eta=0.7, gamma=0.04, num_steps=12,
+                                   p=0.25, snapshot=s) for s in RESOLVENTS}
+    assert float(jnp.abs(runs["outer"][0] - runs["paper"][0]).max()) > 1e-3
+    assert int(runs["outer"][1]) == int(runs["paper"][1])             # same draws, same refresh cost
+    with pytest.raises(ValueError, match="snapshot must be one of"):
+        H.inexact_halpern(prob.solver_problem(), key, eta=0.7, gamma=0.04, epochs=1, snapshot="v")
 
 
 # --------------------------------------------------------------------------------------------------
