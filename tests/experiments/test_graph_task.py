@@ -41,7 +41,9 @@ def test_value_metrics_by_hand():
     rng = np.random.default_rng(1)
     pred = batch["target"] * (1 + 0.3 * rng.normal(size=batch["target"].shape))
     pred[~batch["node_mask"]] = 99.0                           # ignored at padded nodes
-    got = {k: np.asarray(v.total) for k, v in task.metrics(FixedPrediction(pred), batch, "test").items()}
+    # traced, as the runner calls them (and compiled once for both predictions)
+    metrics = jax.jit(lambda values, b: task.metrics(FixedPrediction(values), b, "test"))
+    got = {k: np.asarray(v.total) for k, v in metrics(pred, batch).items()}
     for g, graph in enumerate(graphs):
         n = len(graph["target"])
         v, p = graph["target"], pred[g, :n].astype(np.float64)
@@ -52,31 +54,39 @@ def test_value_metrics_by_hand():
                  for s in range(n)]
         np.testing.assert_allclose(got["policy_accuracy"][g], np.mean(agree), rtol=1e-6)
     assert 0 < got["policy_accuracy"].min() and got["policy_accuracy"].max() < 1  # the check can fail
-    exact = task.metrics(FixedPrediction(batch["target"]), batch, "test")
+    exact = metrics(batch["target"], batch)
     assert float(exact["mape"].total.max()) == 0 and float(exact["policy_accuracy"].total.min()) == 1
     mask = batch["node_mask"]
     want_loss = np.sum(((pred - batch["target"]) ** 2)[mask]) / mask.sum()
-    np.testing.assert_allclose(float(task.loss(FixedPrediction(pred), batch)), want_loss, rtol=1e-5)
+    loss = jax.jit(lambda values, b: task.loss(FixedPrediction(values), b))
+    np.testing.assert_allclose(float(loss(pred, batch)), want_loss, rtol=1e-5)
+
+
+def abstract(make):
+    """The model with its parameters as shapes only (``nnx.eval_shape``): enough for ``check_model``,
+    which traces the model without reading a value, and no eager initialisation to pay for."""
+    return nnx.eval_shape(make)
 
 
 def test_check_model_names_the_feature_sizes():
     task = NodeRegression(GraphValueIteration(n_states=(6, 11), n_actions=(2, 4)))
     with pytest.raises(UserInputError, match="edge_features"):
-        task.check_model(GNN(1, 3, hidden=4, n_layers=1, rngs=nnx.Rngs(0)), 4)
+        task.check_model(abstract(lambda: GNN(1, 3, hidden=4, n_layers=1, rngs=nnx.Rngs(0))), 4)
     with pytest.raises(UserInputError, match="out_features=1"):
-        task.check_model(GNN(1, 1, out_features=2, hidden=4, n_layers=1, rngs=nnx.Rngs(0)), 4)
-    task.check_model(CGS(1, 1, heads=2, rngs=nnx.Rngs(0)), 4)
+        task.check_model(abstract(lambda: GNN(1, 1, out_features=2, hidden=4, n_layers=1, rngs=nnx.Rngs(0))), 4)
+    task.check_model(abstract(lambda: CGS(1, 1, heads=2, rngs=nnx.Rngs(0))), 4)
     with pytest.raises(UserInputError, match="graph dataset"):
         NodeRegression(object())
 
 
 def test_cgs_trains_on_graph_value_iteration_through_the_trainer(tmp_path):
     """The runner's loop with padded graph batches sharded over 2 devices: the loss falls and the test
-    metrics come out per split (predicting 0 everywhere would score MAPE 100)."""
+    metrics come out per split (predicting 0 everywhere would score MAPE 100). The smallest CGS (4 heads, one
+    encoder layer, width 8): compiling its training step is the cost here."""
     data = GraphValueIteration(n_train=64, n_test=16, n_states=(6, 11), n_actions=(2, 4), cache_dir=str(tmp_path))
     task = NodeRegression(data)
-    model = CGS(1, 1, heads=8, encoder_layers=2, node_hidden=16, edge_hidden=16, mlp_hidden=[16],
-                decoder_hidden=[16], rngs=nnx.Rngs(0))
+    model = CGS(1, 1, heads=4, encoder_layers=1, node_hidden=8, edge_hidden=8, mlp_hidden=[8],
+                decoder_hidden=[8], rngs=nnx.Rngs(0))
     task.check_model(model, 16)
     task.setup(progress=False)
     cfg = TrainerConfig(max_steps=40, batch_size=16, log_every=20, ckpt_every=10_000, devices=2, progress=False,

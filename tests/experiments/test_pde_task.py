@@ -38,6 +38,7 @@ def test_validation_split_is_separate_data_and_becomes_the_objective(tmp_path):
 
 
 def test_hs_loss_option_uses_relative_hs_with_its_parameters_and_reports_rel_hs():
+    import jax
     import jax.numpy as jnp
     import pytest
 
@@ -56,15 +57,16 @@ def test_hs_loss_option_uses_relative_hs_with_its_parameters_and_reports_rel_hs(
              "y": jnp.asarray(rng.normal(size=(3, *grid, 1)), jnp.float32)}
     model = lambda x: 0.5 * x  # noqa: E731
     pred = task.predict(model, batch)
-    np.testing.assert_allclose(task.loss(model, batch), relative_hs(pred, batch["y"], a=(0.5, 0.1), truncation=4),
-                               rtol=1e-6)
-    assert abs(float(task.loss(model, batch)) - float(relative_hs(pred, batch["y"]))) > 1e-4  # parameters used
-    metrics = task.metrics(model, batch, "test_s17")
+    # the task's loss and metrics traced, as the runner calls them (one compilation each, not per operation)
+    loss = jax.jit(lambda b: task.loss(model, b))(batch)
+    np.testing.assert_allclose(loss, relative_hs(pred, batch["y"], a=(0.5, 0.1), truncation=4), rtol=1e-6)
+    assert abs(float(loss) - float(relative_hs(pred, batch["y"]))) > 1e-4  # parameters used
+    metrics = jax.eval_shape(lambda b: task.metrics(model, b, "test_s17"), batch)
     assert set(metrics) == {"rel_l2", "rel_h1", "rel_hs"}
     l2 = OperatorTask(pde, train_resolution=17)
     l2._y_stats = task._y_stats
-    np.testing.assert_allclose(l2.loss(model, batch), relative_lp(pred, batch["y"]), rtol=1e-6)
-    assert "rel_hs" not in l2.metrics(model, batch, "test_s17")
+    np.testing.assert_allclose(jax.jit(lambda b: l2.loss(model, b))(batch), relative_lp(pred, batch["y"]), rtol=1e-6)
+    assert "rel_hs" not in jax.eval_shape(lambda b: l2.metrics(model, b, "test_s17"), batch)
     with pytest.raises(UserInputError, match="hs_truncation"):
         OperatorTask(pde, train_resolution=17, loss="hs", hs_truncation=0)
     with pytest.raises(UserInputError, match="'hs'"):
