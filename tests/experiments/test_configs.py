@@ -116,7 +116,7 @@ def test_every_schema_is_its_targets_signature(group, option):
         if default is inspect.Parameter.empty:
             assert f.default is MISSING, name
         elif f.default_factory is not dataclasses.MISSING:
-            assert f.default_factory() == list(default) if isinstance(default, tuple) else default
+            assert f.default_factory() == (list(default) if isinstance(default, tuple) else default), name
         else:
             assert f.default == default, name
 

@@ -37,7 +37,7 @@ def naive_block(block: NeuralSpectralBlock, x: np.ndarray) -> np.ndarray:
             for j in range(n2 // p2):
                 pix = x[b, i * p1:(i + 1) * p1, j * p2:(j + 1) * p2].reshape(-1, c)  # (L, C)
                 kv = pix @ we + be
-                keys, values = kv[:, :c], kv[:, c:]
+                keys, values = kv[:, 0::2], kv[:, 1::2]  # the reference interleaves: view(..., C//h, 2)
                 tokens = np.empty((m_tok, c))
                 for hd in range(h):
                     cs = slice(hd * ch, (hd + 1) * ch)

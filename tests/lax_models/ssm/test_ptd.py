@@ -66,7 +66,8 @@ def test_transfer_function_close_to_dplr(legs64):
     1. G_PTD from (Lambda, V, Vinv) equals C (sI - A - E)^{-1} B (the decomposition is consistent);
     2. pointwise |G_PTD - G_DPLR| <= 2 ||E||_2 ||C|| ||(sI - A)^{-1} B|| (resolvent identity and
        ||(sI - A - E)^{-1}|| <= 2 since Re W(A + E) <= -1/2: the mechanism of Theorem 3; measured <= 0.005x);
-    3. sup |G_PTD - G_DPLR| <= (2 ln N + 4) ||E||_2 ||C|| (Theorem 3's leading term; loose here: 0.33 vs 441);
+    3. sup |G_PTD - G_DPLR| <= (2 ln N + 4) ||E||_2 ||C|| (Theorem 3's leading term; loose here: 0.31 vs 443, so the measured
+       sup is pinned too);
     4. where S4D-LegS (diagonal of the normal part, B/2) has its O(1) spikes (w >= N^2/10), the PTD gap is
        below 5% of the S4D gap (measured <= 0.7%), and sup over the whole grid PTD < S4D (ratio 0.07-0.34).
     """
@@ -92,6 +93,11 @@ def test_transfer_function_close_to_dplr(legs64):
         assert np.abs(G_ptd - resolvent_pert_B @ C).max() < 1e-9 * np.abs(G).max()
         assert np.all(gap <= 2 * r.norm_E * np.linalg.norm(resolvent_B, axis=1) + 1e-12)
         assert gap.max() <= (2 * np.log(N) + 4) * r.norm_E
+        # The two bounds above are the paper's and loose here (Theorem 3: 443 against a measured sup of
+        # 0.23-0.31 for the three draws; the pointwise one by ~230x), so the measured behaviour is also
+        # pinned, with a 1.6-2.3x margin: a PTD that were 2x worse would fail.
+        assert gap.max() < 0.5, gap.max()
+        assert np.all(gap <= 1e-2 * r.norm_E * np.linalg.norm(resolvent_B, axis=1) + 1e-12)
         assert gap_s4d.max() > 0.5  # S4D-LegS: O(1) deviation (the paper's non-uniform convergence)
         assert gap[high].max() < 0.05 * gap_s4d[high].max(), (gap[high].max(), gap_s4d[high].max())
         assert gap.max() < gap_s4d.max(), (gap.max(), gap_s4d.max())
