@@ -2,13 +2,20 @@
 
 Every YAML option of every group and every ``experiment=`` file is composed and built by the loops
 below, so a new option is tested without anyone writing a test for it.
+
+Models are built abstractly (``abstract_model``: the constructor runs under ``nnx.eval_shape``, so
+every argument is checked and every parameter gets its shape, but nothing is initialised; a
+paper-size model's random init would cost tens of seconds of XLA compilation). Where values are
+asserted (the optimizer's step) the step runs for real on small stand-ins of the parameters.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import pathlib
 from typing import Any, Dict, List, Literal, Optional, Sequence
+from unittest import mock
 
 import flax.nnx as nnx
 import jax
@@ -22,6 +29,7 @@ from omegaconf import MISSING, OmegaConf
 from experiments.build import build_model, build_task, make_optimizer
 from experiments.config import (CONFIG_DIR, ConfigSchemaError, compose, omegaconf_type, option_files,
                                 register_schemas, resolve_target, signature_schema)
+from experiments.tasks.base import eval_shape_or_error
 from experiments.trainer import TrainerConfig, count_params
 from operators.fno import FNO, pad_cells
 
@@ -33,14 +41,59 @@ def cfg_with(*overrides):
     return compose(overrides)
 
 
+@contextlib.contextmanager
+def _numpy_seeds_under_tracing():
+    """Initialisers that seed NumPy from a key's words (lax_models: lpn, longconv, ssm.s5) get fixed
+    words while traced, where the key has no value; the shapes they draw do not depend on them."""
+    key_data = jax.random.key_data
+
+    def concrete_key_data(key):
+        if isinstance(key, jax.core.Tracer):
+            out = jax.eval_shape(key_data, key)
+            return np.zeros(out.shape, out.dtype)
+        return key_data(key)
+
+    with mock.patch.object(jax.random, "key_data", concrete_key_data):
+        yield
+
+
+def abstract_model(factory_or_cfg):
+    """``build_model(cfg)`` (or ``factory()``) under ``nnx.eval_shape``: the constructor's checks run
+    and every parameter has its shape and dtype (``jax.ShapeDtypeStruct``), without initialising."""
+    factory = factory_or_cfg if callable(factory_or_cfg) else (lambda: build_model(factory_or_cfg))
+    with _numpy_seeds_under_tracing():
+        return nnx.eval_shape(factory)
+
+
+def small_stand_ins(params, value):
+    """Each parameter as a small real array of the same rank and dtype (2 entries per axis), filled by
+    ``value(shape, dtype)``: what an elementwise / per-tensor optimizer step needs of it."""
+    return jax.tree.map(lambda x: jnp.asarray(value((2,) * x.ndim, x.dtype)), params)
+
+
 def take_one_step(cfg, model):
-    """The optimizer of ``cfg`` (schedule + parameter groups) updates the model's parameters."""
+    """The optimizer of ``cfg`` (schedule + parameter groups) updates the model's parameters.
+
+    Abstractly on the model's own parameters (an update of each parameter's shape and dtype), then
+    for real, a unit gradient on small stand-ins of them (same tree, paths and variable types, so
+    the same parameter groups), once at seeded random values and once at zero (biases' init): finite
+    updates. Returns the updates at the random values.
+    """
     tx = make_optimizer(cfg, model)(10, 100)
     params = nnx.state(model, nnx.Param)
-    grads = jax.tree.map(jnp.ones_like, params)
-    updates, _ = tx.update(grads, tx.init(params), params)
-    assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree.leaves(updates))
-    return updates
+
+    def step(p):
+        return tx.update(jax.tree.map(jnp.ones_like, p), tx.init(p), p)[0]
+
+    shapes = jax.eval_shape(step, params)
+    assert jax.tree.structure(shapes) == jax.tree.structure(params)
+    for u, p in zip(jax.tree.leaves(shapes), jax.tree.leaves(params)):
+        assert (u.shape, u.dtype) == (p.shape, p.dtype)
+    rng = np.random.default_rng(0)
+    random = step(small_stand_ins(params, lambda shape, dtype: rng.normal(size=shape).astype(dtype)))
+    zero = step(small_stand_ins(params, np.zeros))
+    assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree.leaves((random, zero)))
+    return random
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +122,7 @@ def test_every_option_composes_and_builds(group, option, required_inputs):
     assert not missing, f"{group}={option} needs {missing}: add them to required_inputs above"
     assert cfg[group]._target_ == OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")._target_
     if group == "model":
-        assert count_params(build_model(cfg)) > 0
+        assert count_params(abstract_model(cfg)) > 0
     elif group == "data":
         task = build_task(cfg)
         leaves = jax.tree.leaves(task.example_batch(cfg.trainer.batch_size))
@@ -78,13 +131,13 @@ def test_every_option_composes_and_builds(group, option, required_inputs):
         schedule = instantiate(cfg.schedule)(steps_per_epoch=10, total_steps=100)
         assert all(np.isfinite(float(schedule(s))) and float(schedule(s)) >= 0 for s in (0, 50, 99))
     else:  # optim
-        take_one_step(cfg, build_model(cfg))
+        take_one_step(cfg, abstract_model(cfg))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_builds_and_fits_its_data(experiment):
     cfg = cfg_with(f"experiment={experiment}")
-    model = build_model(cfg)
+    model = abstract_model(cfg)
     task = build_task(cfg)
     task.check_model(model, cfg.trainer.batch_size)  # shapes only: no data is generated
     take_one_step(cfg, model)
@@ -181,7 +234,7 @@ def test_trainer_defaults_have_one_copy():
 
 def test_paper_darcy_experiment_builds_the_papers_model_and_data():
     cfg = cfg_with("experiment=fno_darcy")
-    model = build_model(cfg)
+    model = abstract_model(cfg)
     assert count_params(model) == 2_368_001  # fourier_2d.py, modes 12, width 32
     assert pad_cells(cfg.model.padding, cfg.data.train_resolution) == 9  # F.pad(x, [0, 9, 0, 9]) at s=85
     task = build_task(cfg)
@@ -190,7 +243,7 @@ def test_paper_darcy_experiment_builds_the_papers_model_and_data():
     assert cfg.optim._target_ == "optim.adam" and cfg.optim.weight_decay == pytest.approx(1e-4)
     assert cfg.schedule._target_ == "optim.schedules.step_decay"
     assert (cfg.schedule.value, cfg.schedule.every_epochs, cfg.schedule.gamma) == (1e-3, 100, 0.5)
-    out = jax.eval_shape(lambda x: model(x), task.example_batch(20)["x"])
+    out = eval_shape_or_error(model, task.example_batch(20)["x"])
     assert out.shape == (20, 85, 85, 1)
 
 
@@ -225,8 +278,7 @@ def test_experiment_override_of_a_group_is_checked_against_the_new_option():
 def test_param_groups_from_the_config_reach_the_optimizer():
     cfg = cfg_with("+param_groups.lift.path='^fc0/'", "+param_groups.lift.lr_scale=0.5",
                    "+param_groups.lift.weight_decay=0", "schedule=constant", "schedule.value=0.01")
-    model = build_model(cfg)
-    updates = take_one_step(cfg, model)
+    updates = take_one_step(cfg, abstract_model(cfg))
     # Adam's first step is lr * g / (|g| + eps) ~ lr for a unit gradient: the group moves half as far.
     np.testing.assert_allclose(np.abs(updates["fc0"]["kernel"][...]), 0.005, rtol=1e-4)
     np.testing.assert_allclose(np.abs(updates["fc1"]["kernel"][...]), 0.01, rtol=1e-4)
@@ -245,7 +297,7 @@ def test_bad_param_groups_are_clear_errors(overrides, message):
 
     cfg = cfg_with(*overrides)
     with pytest.raises(UserInputError, match=message):
-        make_optimizer(cfg, build_model(cfg))
+        make_optimizer(cfg, abstract_model(cfg))
 
 
 def test_param_group_weight_decay_needs_an_optimizer_that_takes_it():
@@ -255,4 +307,5 @@ def test_param_group_weight_decay_needs_an_optimizer_that_takes_it():
                             "param_groups": {"x": {"path": "fc0", "weight_decay": 0.0, "variable_type": None,
                                                    "lr_scale": 1.0, "projection": None}}})
     with pytest.raises(UserInputError, match="takes no weight_decay"):
-        make_optimizer(cfg, FNO(1, 1, modes=(4, 4), width=4, n_layers=1, rngs=nnx.Rngs(0)))
+        make_optimizer(cfg, abstract_model(lambda: FNO(1, 1, modes=(4, 4), width=4, n_layers=1,
+                                                       rngs=nnx.Rngs(0))))

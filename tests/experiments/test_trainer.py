@@ -23,8 +23,19 @@ from optim import adam
 from toy_tasks import MLP, ToyRegressionTask
 
 
-def _fno_step_on(n_devices: int, batch: dict, tx):
-    model = FNO(1, 1, modes=(4, 4), width=8, n_layers=2, rngs=nnx.Rngs(0))
+@pytest.fixture(scope="module")
+def small_fno():
+    """``nnx.split`` of a small FNO (lifting, one Fourier layer, projection) whose parameters are seeded
+    NumPy draws (its own random init would spend seconds compiling one XLA kernel per parameter
+    shape); each test merges its own copy."""
+    graphdef, state = nnx.split(nnx.eval_shape(
+        lambda: FNO(1, 1, modes=(3, 3), width=4, n_layers=1, projection_channels=8, rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(0)
+    return graphdef, jax.tree.map(lambda x: jnp.asarray(rng.uniform(-0.5, 0.5, x.shape), x.dtype), state)
+
+
+def _fno_step_on(n_devices: int, batch: dict, tx, fno):
+    model = nnx.merge(*fno)
     graphdef, state = init_train_state(model, tx)
     mesh = global_mesh(n_devices)
     state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -35,14 +46,19 @@ def _fno_step_on(n_devices: int, batch: dict, tx):
     return jax.device_get(new_state), float(scalars["loss"]), jax.device_get(state)
 
 
-def test_train_step_on_eight_devices_matches_one_device():
+def _batch(seed: int) -> dict:
+    """16 random input/target fields on an 8 x 8 grid: two per device of eight."""
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(16, 8, 8, 1)).astype(np.float32),
+            "y": rng.normal(size=(16, 8, 8, 1)).astype(np.float32)}
+
+
+def test_train_step_on_eight_devices_matches_one_device(small_fno):
     """Same loss and same update (SGD: update = -gradient) with the batch sharded over 8 devices."""
     assert jax.local_device_count() >= 8, "tests/conftest.py must provide 8 CPU devices"
-    rng = np.random.default_rng(0)
-    batch = {"x": rng.normal(size=(16, 12, 12, 1)).astype(np.float32),
-             "y": rng.normal(size=(16, 12, 12, 1)).astype(np.float32)}
-    s1, loss1, before = _fno_step_on(1, batch, optax.sgd(1.0))
-    s8, loss8, _ = _fno_step_on(8, batch, optax.sgd(1.0))
+    batch = _batch(0)
+    s1, loss1, before = _fno_step_on(1, batch, optax.sgd(1.0), small_fno)
+    s8, loss8, _ = _fno_step_on(8, batch, optax.sgd(1.0), small_fno)
     assert loss8 == pytest.approx(loss1, rel=1e-5)
     upd1 = jax.tree.leaves(jax.tree.map(lambda a, b: a - b, s1["params"], before["params"]))
     upd8 = jax.tree.leaves(jax.tree.map(lambda a, b: a - b, s8["params"], before["params"]))
@@ -51,22 +67,20 @@ def test_train_step_on_eight_devices_matches_one_device():
         np.testing.assert_allclose(u8, u1, rtol=1e-4, atol=1e-7)
 
 
-def test_adam_state_on_eight_devices_matches_one_device():
+def test_adam_state_on_eight_devices_matches_one_device(small_fno):
     # Adam's first update is ~ lr * sign(g) and amplifies summation-order noise where g ~ 0, so the
     # oracle is its state: first and second moments, (1-b1) g and (1-b2) g^2.
-    rng = np.random.default_rng(1)
-    batch = {"x": rng.normal(size=(16, 12, 12, 1)).astype(np.float32),
-             "y": rng.normal(size=(16, 12, 12, 1)).astype(np.float32)}
-    s1, loss1, _ = _fno_step_on(1, batch, adam(1e-3, weight_decay=1e-4))
-    s8, loss8, _ = _fno_step_on(8, batch, adam(1e-3, weight_decay=1e-4))
+    batch = _batch(1)
+    s1, loss1, _ = _fno_step_on(1, batch, adam(1e-3, weight_decay=1e-4), small_fno)
+    s8, loss8, _ = _fno_step_on(8, batch, adam(1e-3, weight_decay=1e-4), small_fno)
     assert loss8 == pytest.approx(loss1, rel=1e-5)
     for a1, a8 in zip(jax.tree.leaves(s1["opt_state"]), jax.tree.leaves(s8["opt_state"])):
         scale = float(np.abs(a1).max()) or 1.0
         np.testing.assert_allclose(a8, a1, rtol=1e-4, atol=1e-5 * scale)
 
 
-def _fit(tmp_path, name, *, max_steps=40, devices=2, make_tx=None, **kw):
-    cfg = TrainerConfig(max_steps=max_steps, batch_size=8, log_every=5, ckpt_every=10, devices=devices,
+def _fit(tmp_path, name, *, max_steps=40, devices=2, make_tx=None, ckpt_every=10, **kw):
+    cfg = TrainerConfig(max_steps=max_steps, batch_size=8, log_every=5, ckpt_every=ckpt_every, devices=devices,
                         progress=False, plots=False, **kw)
     trainer = Trainer(cfg, tmp_path / name, seed=3, identity={"model": "mlp"})
     model = MLP(rngs=nnx.Rngs(0))
@@ -75,7 +89,7 @@ def _fit(tmp_path, name, *, max_steps=40, devices=2, make_tx=None, **kw):
 
 
 def test_fit_learns_and_writes_logs(tmp_path):
-    res = _fit(tmp_path, "run", max_steps=200)
+    res = _fit(tmp_path, "run", max_steps=200, ckpt_every=200)  # one checkpoint, at the end
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     train_rows = [r for r in rows if "split" not in r]
     assert [r["step"] for r in train_rows] == list(range(5, 201, 5))
@@ -177,8 +191,8 @@ def test_logged_gradient_norm_and_optimizer_state_size(tmp_path):
     params = nnx.state(model, nnx.Param)
     batch = next(task.train_batches(8, seed=3, epoch=0))
     graphdef = nnx.graphdef(model)
-    grads = jax.grad(lambda p: task.loss(nnx.merge(graphdef, p, nnx.state(model, nnx.Not(nnx.Param))),
-                                         batch))(params)
+    grads = jax.jit(jax.grad(lambda p: task.loss(nnx.merge(graphdef, p, nnx.state(model, nnx.Not(nnx.Param))),
+                                                 batch)))(params)
     want = float(np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(grads))))
     cfg = TrainerConfig(max_steps=1, batch_size=8, log_every=1, devices=2, progress=False, plots=False)
     res = Trainer(cfg, tmp_path, seed=3).fit(model, lambda spe, total: adam(1e-3), task)

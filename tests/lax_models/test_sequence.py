@@ -1,6 +1,11 @@
 """The deep sequence model: padding-blind pooling, causality, step mode, generation against re-running the
 full model, the runner's toy tasks, and learning a task that needs memory (delayed copy) with S5 and
-with the long convolution."""
+with the long convolution.
+
+Compilation dominates the cost of these small models, so the tests share what they can: one token
+language model per causal block (module fixture), run on one token shape, serves the causality,
+step-mode, generation and dropout checks; layer shapes repeat (d_model 16, vocabulary 6) so parameter
+initialisers compile once; the trainings score held-out accuracy inside the training step."""
 from __future__ import annotations
 
 import functools
@@ -28,6 +33,10 @@ CAUSAL = ["s5", "longconv"]
 # (mixer, block gate): every causal mixer in the plain block and in the H3 / Hyena gated block
 CAUSAL_BLOCKS = [(m, g) for g in ("none", "hyena") for m in CAUSAL]
 apply = nnx.jit(lambda model, x, mask=None: model(x, mask))
+# The token language models are run on (BATCH, LENGTH) tokens only: BATCH = LENGTH + 1 rows hold a
+# sequence and its LENGTH one-token edits (causality), and the same shape serves the other checks.
+VOCAB, LENGTH = 6, 12
+BATCH = LENGTH + 1
 
 
 def _model(mixer="s5", **kw):
@@ -37,6 +46,28 @@ def _model(mixer="s5", **kw):
 
 def _inputs(shape, seed=0):
     return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _tokens(seed=0, shape=(BATCH, LENGTH)):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, VOCAB, shape), jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def token_model():
+    """``token_model(mixer, gate)``: a token language model (dropout 0.3, in eval mode), built once per
+    causal block for the whole module: 2 layers with the plain block (the per-layer states), 1 gated
+    (its state adds the short convolution's buffer)."""
+    built = {}
+
+    def get(mixer, gate):
+        if (mixer, gate) not in built:
+            model = _model(mixer, vocab_size=VOCAB, d_output=VOCAB, head="token", dropout=0.3, gate=gate,
+                           n_layers=2 if gate == "none" else 1)
+            model.eval()
+            built[mixer, gate] = model
+        return built[mixer, gate]
+
+    return get
 
 
 def _toy_tasks():
@@ -58,18 +89,18 @@ def test_mixer_factory_is_called_once_per_layer_with_the_contract_arguments():
         calls.append(kwargs)
         return S5(kwargs["d_model"], d_state=4, l_max=kwargs["l_max"], rngs=kwargs["rngs"])
 
-    model = SequenceModel(5, d_model=8, n_layers=3, mixer=factory, l_max=20, rngs=nnx.Rngs(0))
+    model = SequenceModel(3, d_model=16, n_layers=3, mixer=factory, l_max=20, rngs=nnx.Rngs(0))
     assert [sorted(c) for c in calls] == [["d_model", "l_max", "rngs"]] * 3
-    assert all(c["d_model"] == 8 and c["l_max"] == 20 for c in calls)
-    assert jax.eval_shape(model, _inputs((2, 7, 1))).shape == (2, 5)
-    assert jax.eval_shape(model, _inputs((2, 7))).shape == (2, 5)  # (batch, length) floats: d_input = 1
+    assert all(c["d_model"] == 16 and c["l_max"] == 20 for c in calls)
+    assert jax.eval_shape(model, _inputs((2, 7, 1))).shape == (2, 3)
+    assert jax.eval_shape(model, _inputs((2, 7))).shape == (2, 3)  # (batch, length) floats: d_input = 1
     with pytest.raises(ValueError, match="mixer must be a factory"):
         SequenceModel(4, mixer=S5(4, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))
 
 
 def test_every_mixer_is_a_mixer_and_a_layer_without_the_recurrent_mode_is_refused():
     for factory in MIXERS.values():
-        assert isinstance(factory(d_model=4, l_max=8, rngs=nnx.Rngs(0)), Mixer)
+        assert isinstance(factory(d_model=16, l_max=8, rngs=nnx.Rngs(0)), Mixer)
 
     class ParallelOnly(nnx.Module):  # __call__ only: no init_state / step
         def __init__(self, d_model, l_max=None, *, rngs):
@@ -78,11 +109,11 @@ def test_every_mixer_is_a_mixer_and_a_layer_without_the_recurrent_mode_is_refuse
         def __call__(self, x):
             return self.proj(x)
 
-    assert not isinstance(ParallelOnly(4, rngs=nnx.Rngs(0)), Mixer)
+    assert not isinstance(ParallelOnly(16, rngs=nnx.Rngs(0)), Mixer)
     with pytest.raises(TypeError, match=r"ParallelOnly .*lacks init_state, step"):
-        SequenceModel(3, d_model=4, n_layers=1, mixer=ParallelOnly, rngs=nnx.Rngs(0))
+        SequenceModel(3, d_model=16, n_layers=1, mixer=ParallelOnly, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="lacks init_state, step"):
-        SequenceBlock(4, ParallelOnly(4, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))
+        SequenceBlock(16, ParallelOnly(16, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("prenorm, glu", [(True, True), (False, False)])
@@ -90,15 +121,15 @@ def test_heads_and_encoders_give_the_documented_shapes(prenorm, glu):
     pool = _model(d_input=2, prenorm=prenorm, glu=glu, n_layers=1)
     assert jax.eval_shape(pool, _inputs((4, 9, 2))).shape == (4, 3)
     tokens = jax.ShapeDtypeStruct((4, 9), jnp.int32)
-    lm = _model(vocab_size=7, d_output=7, head="token", prenorm=prenorm, glu=glu, n_layers=1)
-    assert jax.eval_shape(lm, tokens).shape == (4, 9, 7)
+    lm = _model(vocab_size=VOCAB, d_output=VOCAB, head="token", prenorm=prenorm, glu=glu, n_layers=1)
+    assert jax.eval_shape(lm, tokens).shape == (4, 9, VOCAB)
     assert (pool.final_norm is None) == (not prenorm) and pool.blocks[0].out.out_features == (32 if glu else 16)
 
 
 @pytest.mark.parametrize("kwargs, x, message", [
     (dict(), jnp.zeros((2, 5), jnp.int32), "set vocab_size"),
-    (dict(vocab_size=5), jnp.zeros((2, 5, 1)), "integers of shape"),
-    (dict(d_input=3), jnp.zeros((2, 5, 2)), r"d_input=3"),
+    (dict(vocab_size=VOCAB), jnp.zeros((2, 5, 1)), "integers of shape"),
+    (dict(d_input=2), jnp.zeros((2, 5, 3)), r"d_input=2"),
 ])
 def test_bad_inputs_are_clear_errors(kwargs, x, message):
     with pytest.raises(ValueError, match=message):
@@ -113,10 +144,10 @@ def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="token language model"):
         _model().generate(jnp.zeros((1, 2), jnp.int32), 2, temperature=0)
     with pytest.raises(ValueError, match="no recurrent step"):
-        _model("s5_bidirectional", vocab_size=5, d_output=5, head="token").generate(
+        _model("s5_bidirectional", vocab_size=VOCAB, d_output=VOCAB, head="token").generate(
             jnp.zeros((1, 2), jnp.int32), 2, temperature=0)
     with pytest.raises(ValueError, match="needs key"):
-        _model(vocab_size=5, d_output=5, head="token").generate(jnp.zeros((1, 2), jnp.int32), 2)
+        _model(vocab_size=VOCAB, d_output=VOCAB, head="token").generate(jnp.zeros((1, 2), jnp.int32), 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,19 +164,21 @@ def test_pooling_ignores_padding(mixer, pooling, gate):
     logits = np.asarray(apply(model, x, mask))
     np.testing.assert_allclose(np.asarray(apply(model, other, mask)), logits, atol=1e-5, rtol=1e-5)
     if mixer == "s5_bidirectional":
-        # without the mask the padding does reach the real positions through the backward scan
-        assert not np.allclose(np.asarray(apply(model, other)), logits, atol=1e-3)
+        # without the mask (every position declared real) the padding does reach the real positions
+        # through the backward scan
+        assert not np.allclose(np.asarray(apply(model, other, jnp.ones_like(mask))), logits, atol=1e-3)
         # pooled logits of a padded sequence == those of the sequence alone, unpadded
         alone = apply(model, x[2:3, :lengths[2]])
         np.testing.assert_allclose(np.asarray(alone[0]), logits[2], atol=1e-4, rtol=1e-4)
 
 
-def test_dropout_is_tied_along_the_length_and_off_in_eval_mode():
-    model = _model(dropout=0.5, vocab_size=5, d_output=5, head="token", n_layers=1)
+def test_dropout_is_tied_along_the_length_and_off_in_eval_mode(token_model):
+    model = nnx.clone(token_model("s5", "none"))  # dropout 0.3
+    model.train()
     drop = model.blocks[0].drop
     mask = np.asarray(drop(jnp.ones((3, 10, 16))))
     assert np.all(mask == mask[:, :1]) and 0 < np.mean(mask == 0) < 1  # one mask per sequence and channel
-    tokens = jnp.zeros((2, 6), jnp.int32)
+    tokens = _tokens(seed=6)
     train = nnx.jit(lambda m, x: m(x))
     assert not np.allclose(np.asarray(train(model, tokens)), np.asarray(train(model, tokens)))
     model.eval()
@@ -156,26 +189,32 @@ def test_dropout_is_tied_along_the_length_and_off_in_eval_mode():
 # Causality, recurrent mode and generation
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mixer, gate", CAUSAL_BLOCKS)
-def test_token_model_is_causal(mixer, gate):
-    model = _model(mixer, head="token", d_input=2, gate=gate)
-    x = _inputs((12, 2), seed=3)
-    jac = nnx.jit(lambda m, z: jax.jacrev(lambda v: m(v[None])[0])(z))(model, x)      # (L, out, L, in)
-    influence = np.abs(np.asarray(jac)).sum(axis=(1, 3))                              # (L, L)
-    future = np.triu(np.ones((12, 12), bool), k=1)
+def test_token_model_is_causal(token_model, mixer, gate):
+    """Row 0 is a sequence, row t + 1 the same with token t replaced: the logits at position i may
+    change only for t <= i."""
+    model = token_model(mixer, gate)
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, VOCAB, LENGTH)
+    edited = (base + rng.integers(1, VOCAB, LENGTH)) % VOCAB                          # != base everywhere
+    seqs = np.tile(base, (BATCH, 1))
+    seqs[1 + np.arange(LENGTH), np.arange(LENGTH)] = edited
+    logits = np.asarray(apply(model, jnp.asarray(seqs, jnp.int32)))                  # (1 + L, L, vocab)
+    influence = np.abs(logits[1:] - logits[:1]).sum(axis=-1).T                       # (L, L): [i, t]
+    future = np.triu(np.ones((LENGTH, LENGTH), bool), k=1)                           # t > i
     assert influence[future].max() < 1e-6 * influence.max()  # exactly 0 for S5, FFT round-off for the conv
     assert influence[~future].min() > 0
 
 
 @pytest.mark.parametrize("mixer, gate", CAUSAL_BLOCKS)
-def test_parallel_model_equals_recurrent_step_mode(mixer, gate):
-    model = _model(mixer, head="token", d_input=2, gate=gate)
-    x = _inputs((3, 12, 2), seed=4)
+def test_parallel_model_equals_recurrent_step_mode(token_model, mixer, gate):
+    model = token_model(mixer, gate)
+    tokens = _tokens(seed=4)
     step = nnx.jit(lambda m, s, v: m.step(s, v))
-    state, logits = model.init_state(3), []
-    for t in range(12):
-        state, out = step(model, state, x[:, t])
+    state, logits = model.init_state(BATCH), []
+    for t in range(LENGTH):
+        state, out = step(model, state, tokens[:, t])
         logits.append(out)
-    np.testing.assert_allclose(np.stack(logits, 1), np.asarray(apply(model, x)), atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(np.stack(logits, 1), np.asarray(apply(model, tokens)), atol=2e-5, rtol=2e-5)
 
 
 def _rerun_decoding(model, prompt, n_new, key, temperature):
@@ -199,16 +238,17 @@ def _rerun_decoding(model, prompt, n_new, key, temperature):
 
 
 @pytest.mark.parametrize("mixer, gate", CAUSAL_BLOCKS)
-def test_generate_equals_rerunning_the_full_model(mixer, gate):
-    model = _model(mixer, vocab_size=6, d_output=6, head="token", dropout=0.3, gate=gate)
-    model.eval()
-    prompt = jnp.asarray(np.random.default_rng(5).integers(0, 6, (3, 4)), jnp.int32)
+def test_generate_equals_rerunning_the_full_model(token_model, mixer, gate):
+    model = token_model(mixer, gate)  # dropout 0.3, in eval mode
+    prompt = _tokens(seed=5, shape=(BATCH, 4))
+    n_new = LENGTH - 4
     key = jax.random.key(7)
     for temperature in (0.0, 1.5):
-        out = model.generate(prompt, 6, key=key, temperature=temperature)
-        assert out.shape == (3, 10) and out.dtype == jnp.int32
-        np.testing.assert_array_equal(np.asarray(out), np.asarray(_rerun_decoding(model, prompt, 6, key, temperature)))
-    sampled = model.generate(prompt, 6, rngs=nnx.Rngs(1), temperature=1.5)
+        out = model.generate(prompt, n_new, key=key, temperature=temperature)
+        assert out.shape == (BATCH, LENGTH) and out.dtype == jnp.int32
+        np.testing.assert_array_equal(np.asarray(out),
+                                      np.asarray(_rerun_decoding(model, prompt, n_new, key, temperature)))
+    sampled = model.generate(prompt, n_new, rngs=nnx.Rngs(1), temperature=1.5)
     assert np.array_equal(np.asarray(sampled[:, :4]), np.asarray(prompt))
 
 
@@ -218,82 +258,84 @@ def test_generate_equals_rerunning_the_full_model(mixer, gate):
 def test_models_fit_the_runners_toy_sequence_tasks():
     toy = _toy_tasks()
     classify = toy.SequenceClassificationTask(n_train=8, n_test=4)
-    classifier = SequenceModel(2, d_model=8, n_layers=1, mixer=MIXERS["s5"], l_max=classify.max_len, rngs=nnx.Rngs(0))
+    classifier = SequenceModel(2, d_model=16, n_layers=1, mixer=MIXERS["s5"], l_max=classify.max_len, rngs=nnx.Rngs(0))
     classify.check_model(classifier, 4)
     assert jax.eval_shape(classify.loss, classifier, classify.example_batch(4)).shape == ()
     lm_task = toy.NextTokenTask(n_train=8, n_test=4)
-    lm = SequenceModel(lm_task.vocab, d_model=8, n_layers=1, mixer=MIXERS["longconv"], vocab_size=lm_task.vocab,
+    lm = SequenceModel(lm_task.vocab, d_model=16, n_layers=1, mixer=MIXERS["longconv"], vocab_size=lm_task.vocab,
                        head="token", l_max=lm_task.max_len, rngs=nnx.Rngs(0))
     lm_task.check_model(lm, 4)
     assert jax.eval_shape(lm_task.loss, lm, lm_task.example_batch(4)).shape == ()
 
 
-def _learn_delayed_copy(mixer, steps=150, length=16, vocab=4, delay=2, lr=1e-2):
-    """Train y_i = x_{i - delay} (needs memory of the past) with plain optax; held-out accuracy."""
-    model = SequenceModel(vocab, d_model=32, n_layers=2, mixer=mixer, vocab_size=vocab, head="token",
-                          l_max=length, rngs=nnx.Rngs(0))
+def _train(model, objective, batches, lr, scored=8):
+    """Adam on ``batches`` (fresh examples each step); ``objective(model, batch) -> (loss, correct)``.
+
+    Returns the accuracy over the last ``scored`` batches, each scored inside its training step with
+    the parameters from before the update on it (so on examples the model has not trained on), and
+    the last loss.
+    """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(lr)
 
-    def loss_fn(params, tokens):
-        logits = nnx.merge(graphdef, params, rest)(tokens)[:, delay:]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, :-delay]).mean()
-
     @jax.jit
-    def train_step(params, opt_state, tokens):
-        loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+    def train_step(params, opt_state, batch):
+        (loss, correct), grads = jax.value_and_grad(
+            lambda p: objective(nnx.merge(graphdef, p, rest), batch), has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return optax.apply_updates(params, updates), opt_state, loss, jnp.mean(correct)
+
+    opt_state, accuracies = tx.init(params), []
+    for batch in batches:
+        params, opt_state, loss, accuracy = train_step(params, opt_state, batch)
+        accuracies.append(accuracy)
+    return float(np.mean(accuracies[-scored:])), float(loss)
+
+
+def _learn_delayed_copy(mixer, n_layers, lr, steps=150, length=16, vocab=VOCAB, delay=2):
+    """Train y_i = x_{i - delay} (needs memory of the past) with plain optax; held-out accuracy."""
+    model = SequenceModel(vocab, d_model=16, n_layers=n_layers, mixer=mixer, vocab_size=vocab, head="token",
+                          l_max=length, rngs=nnx.Rngs(0))
+
+    def objective(model, tokens):
+        logits, targets = model(tokens)[:, delay:], tokens[:, :-delay]
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+        return loss, jnp.argmax(logits, -1) == targets
 
     rng = np.random.default_rng(0)
-    opt_state = tx.init(params)
-    for _ in range(steps):
-        params, opt_state, loss = train_step(params, opt_state, jnp.asarray(rng.integers(0, vocab, (32, length)), jnp.int32))
-    tokens = jnp.asarray(rng.integers(0, vocab, (256, length)), jnp.int32)
-    logits = jax.jit(lambda p, t: nnx.merge(graphdef, p, rest)(t))(params, tokens)[:, delay:]
-    return float(jnp.mean(jnp.argmax(logits, -1) == tokens[:, :-delay])), float(loss)
+    batches = (jnp.asarray(rng.integers(0, vocab, (32, length)), jnp.int32) for _ in range(steps))
+    return _train(model, objective, batches, lr)
 
 
-@pytest.mark.parametrize("mixer", [functools.partial(S5, d_state=16), functools.partial(LongConv)], ids=["s5", "longconv"])
-def test_learns_a_delayed_copy(mixer):
-    accuracy, loss = _learn_delayed_copy(mixer)
-    assert accuracy > 0.9, (accuracy, loss)  # chance is 0.25; a memoryless model cannot beat it
+@pytest.mark.parametrize("mixer, n_layers, lr", [(functools.partial(S5, d_state=16), 2, 1e-2),
+                                                 (functools.partial(LongConv), 1, 2e-2)], ids=["s5", "longconv"])
+def test_learns_a_delayed_copy(mixer, n_layers, lr):
+    accuracy, loss = _learn_delayed_copy(mixer, n_layers, lr)
+    assert accuracy > 0.9, (accuracy, loss)  # chance is 1/6; a memoryless model cannot beat it
 
 
-def _learn_assoc_recall(gate, steps=400, vocab=10, input_seq_len=16, lr=5e-3):
+def _learn_assoc_recall(gate, steps=200, vocab=10, input_seq_len=16, lr=1e-2):
     """Associative recall (experiments.data.synthetics, fresh examples each step) by next-token
-    training with plain optax; the held-out accuracy on the answer (the last token)."""
+    training of one block with plain optax; the held-out accuracy on the answer (the last token)."""
     from experiments.data.synthetics import assoc_recall_examples
 
     rng = np.random.default_rng(0)
     length = assoc_recall_examples(rng, 1, vocab, input_seq_len).shape[1] - 1
-    model = SequenceModel(vocab, d_model=32, n_layers=2, mixer=functools.partial(LongConv, lam=0.0),
+    model = SequenceModel(vocab, d_model=32, n_layers=1, mixer=functools.partial(LongConv, lam=0.0),
                           vocab_size=vocab, head="token", l_max=length, gate=gate, rngs=nnx.Rngs(0))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = optax.adam(lr)
 
-    def loss_fn(params, seq):
-        logits = nnx.merge(graphdef, params, rest)(seq[:, :-1])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, seq[:, 1:]).mean()
+    def objective(model, seq):
+        logits = model(seq[:, :-1])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, seq[:, 1:]).mean()
+        return loss, jnp.argmax(logits[:, -1], -1) == seq[:, -1]
 
-    @jax.jit
-    def train_step(params, opt_state, seq):
-        loss, grads = jax.value_and_grad(loss_fn)(params, seq)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    opt_state = tx.init(params)
-    for _ in range(steps):
-        seq = jnp.asarray(assoc_recall_examples(rng, 64, vocab, input_seq_len), jnp.int32)
-        params, opt_state, loss = train_step(params, opt_state, seq)
-    seq = jnp.asarray(assoc_recall_examples(rng, 512, vocab, input_seq_len), jnp.int32)
-    logits = jax.jit(lambda p, t: nnx.merge(graphdef, p, rest)(t))(params, seq[:, :-1])[:, -1]
-    return float(jnp.mean(jnp.argmax(logits, -1) == seq[:, -1])), float(loss)
+    batches = (jnp.asarray(assoc_recall_examples(rng, 64, vocab, input_seq_len), jnp.int32) for _ in range(steps))
+    return _train(model, objective, batches, lr)
 
 
 def test_the_hyena_gate_learns_associative_recall():
     """The gate's products (k * v binds a value to its key, q * reads the sum by the query) solve
-    in-context recall (4 keys, 8 pairs): chance is 1/4, and the plain block stays far below."""
+    in-context recall (4 keys, 8 pairs) in one block: chance is 1/4, and the plain block stays far below."""
     gated, loss = _learn_assoc_recall("hyena")
     plain, _ = _learn_assoc_recall("none")
     assert gated > 0.9, (gated, loss)

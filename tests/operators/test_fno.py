@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,10 +12,27 @@ from flax import nnx
 
 from operators import FNO
 from operators.fno import grid_coordinates, pad_cells
+from test_unet import random_model
 
 
 def _n_params(model: nnx.Module) -> int:
     return sum(int(leaf.size) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+@partial(jax.jit, static_argnums=0)
+def _apply(graphdef, state, x):
+    return nnx.merge(graphdef, state)(x)
+
+
+def _jit_apply(model: nnx.Module, x) -> jax.Array:
+    """``model(x)`` in one compiled call, one compilation per model and shape (no update of the model)."""
+    graphdef, state = nnx.split(model)
+    return _apply(graphdef, state, x)
+
+
+def _abstract_apply(model: nnx.Module, x) -> jax.ShapeDtypeStruct:
+    """The shape of ``model(x)`` by tracing only: raises the input errors a real call would."""
+    return nnx.eval_shape(lambda m, x: m(x), model, x)
 
 
 @pytest.mark.parametrize(
@@ -57,9 +76,8 @@ def _coarse_vs_fine(model: FNO, n: int, nodal: bool) -> float:
     """
     fine_n = 2 * n - 1 if nodal else 2 * n
     grid = (lambda m: np.linspace(0.0, 1.0, m)) if nodal else (lambda m: np.arange(m) / m)
-    forward = nnx.jit(lambda m, a: m(a))
-    coarse = np.asarray(forward(model, jnp.asarray(_band_limited(grid(n)))))
-    fine = np.asarray(forward(model, jnp.asarray(_band_limited(grid(fine_n)))))[:, ::2, ::2]  # (1, n, n, 1)
+    coarse = np.asarray(_jit_apply(model, _band_limited(grid(n))))  # float32 unless under enable_x64
+    fine = np.asarray(_jit_apply(model, _band_limited(grid(fine_n))))[:, ::2, ::2]  # (1, n, n, 1)
     return float(np.linalg.norm(coarse - fine) / np.linalg.norm(coarse))
 
 
@@ -100,8 +118,9 @@ def test_resolution_invariance_with_fractional_padding(use_grid, nodal, measured
 
 @pytest.mark.parametrize("modes,spatial", [((5,), (24,)), ((3, 4), (12, 10)), ((2, 2, 3), (6, 5, 8))])
 def test_shapes_and_jit_equals_eager(modes, spatial):
-    model = FNO(2, 3, modes, 8, n_layers=2, projection_channels=16, padding=0.1, rngs=nnx.Rngs(0))
-    a = jax.random.normal(jax.random.key(0), (2, *spatial, 2))
+    # random parameters: the shapes, and jit == eager, do not depend on them
+    model = random_model(lambda: FNO(2, 3, modes, 8, n_layers=2, projection_channels=16, padding=0.1, rngs=nnx.Rngs(0)))
+    a = jax.device_put(np.random.default_rng(0).standard_normal((2, *spatial, 2)).astype(np.float32))
     eager = model(a)
     assert eager.shape == (2, *spatial, 3)
 
@@ -115,18 +134,20 @@ def test_shapes_and_jit_equals_eager(modes, spatial):
 
 
 def test_input_errors():
-    model = FNO(1, 1, (12, 12), 8, n_layers=1, rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: FNO(1, 1, (12, 12), 8, n_layers=1, rngs=nnx.Rngs(0)))
+    call = lambda m, *shape: _abstract_apply(m, jax.ShapeDtypeStruct(shape, jnp.float32))  # noqa: E731
+    assert call(model, 2, 24, 22, 1).shape == (2, 24, 22, 1)
     with pytest.raises(ValueError, match=r"\(batch, n1, n2, in_channels\).*rank 4.*got shape \(32, 32, 1\)"):
-        model(jnp.zeros((32, 32, 1)))
+        call(model, 32, 32, 1)
     with pytest.raises(ValueError, match=r"rank 4.*got shape \(20, 256, 1\).*1 spatial axes.*modes=\[16\]"):
-        model(jnp.zeros((20, 256, 1)))  # 1-D data (Burgers) for a 2-D FNO: the message names the fix
+        call(model, 20, 256, 1)  # 1-D data (Burgers) for a 2-D FNO: the message names the fix
     with pytest.raises(ValueError, match=r"in_channels=1.*got shape \(2, 32, 32, 3\).*use_grid adds them"):
-        model(jnp.zeros((2, 32, 32, 3)))
+        call(model, 2, 32, 32, 3)
     with pytest.raises(ValueError, match=r"modes=\(12, 12\) needs a grid of at least 24 x 22 points \(got 16 x 16\)"):
-        model(jnp.zeros((2, 16, 16, 1)))
-    padded = FNO(1, 1, (12, 12), 8, n_layers=1, padding=0.1, rngs=nnx.Rngs(0))
+        call(model, 2, 16, 16, 1)
+    padded = nnx.eval_shape(lambda: FNO(1, 1, (12, 12), 8, n_layers=1, padding=0.1, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match=r"padded grid \(padding=0.1\) of at least 24 x 22 points \(got 18 x 18\)"):
-        padded(jnp.zeros((2, 16, 16, 1)))
+        call(padded, 2, 16, 16, 1)
     with pytest.raises(ValueError, match="1, 2 or 3 spatial axes"):
         FNO(1, 1, (2, 2, 2, 2), 8, rngs=nnx.Rngs(0))
 
@@ -137,13 +158,18 @@ def test_gelu_is_the_exact_gelu():
     from operators.fno import gelu
 
     with jax.enable_x64(True):
-        x = jnp.linspace(-8.0, 8.0, 2001, dtype=jnp.float64)
-        np.testing.assert_allclose(gelu(x), jax.nn.gelu(x, approximate=False), rtol=1e-13, atol=1e-15)
-        d_ours = jax.vmap(jax.grad(gelu))(x)
-        d_jax = jax.vmap(jax.grad(lambda t: jax.nn.gelu(t, approximate=False)))(x)
+        x = np.linspace(-8.0, 8.0, 2001)
+
+        @jax.jit
+        def values_and_derivatives(x):
+            jax_gelu = lambda t: jax.nn.gelu(t, approximate=False)  # noqa: E731
+            return gelu(x), jax_gelu(x), jax.vmap(jax.grad(gelu))(x), jax.vmap(jax.grad(jax_gelu))(x)
+
+        ours, exact, d_ours, d_jax = (np.asarray(v) for v in values_and_derivatives(x))
+        assert exact.dtype == np.float64
+        np.testing.assert_allclose(ours, exact, rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(d_ours, d_jax, rtol=1e-12, atol=1e-14)
-        exact = np.asarray(jax.nn.gelu(x, approximate=False))
-    np.testing.assert_allclose(gelu(x.astype(jnp.float32)), exact, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(jax.jit(gelu)(x.astype(np.float32)), exact, rtol=0, atol=2e-6)
 
 
 def test_fno_dft_path_equals_fft_path():
@@ -151,12 +177,13 @@ def test_fno_dft_path_equals_fft_path():
     (the switch does not change the parameter tree), same outputs in float64."""
     kwargs = dict(in_channels=1, out_channels=2, modes=(3, 4), width=6, n_layers=2, projection_channels=8,
                   padding=0.2)
-    fft, dft = (FNO(**kwargs, impl=impl, rngs=nnx.Rngs(0)) for impl in ("fft", "dft"))
+    fft = random_model(lambda: FNO(**kwargs, impl="fft", rngs=nnx.Rngs(0)))  # any parameters will do
+    dft = nnx.eval_shape(lambda: FNO(**kwargs, impl="dft", rngs=nnx.Rngs(0)))  # its graph; the parameters are fft's
     assert jax.tree.structure(nnx.state(fft, nnx.Param)) == jax.tree.structure(nnx.state(dft, nnx.Param))
     with jax.enable_x64(True):
-        a = jax.random.normal(jax.random.key(0), (2, 11, 10, 1), dtype=jnp.float64)
+        a = np.random.default_rng(0).standard_normal((2, 11, 10, 1))
         graphdef, state = nnx.split(fft)
-        state = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), state)
+        state = jax.tree.map(lambda p: np.asarray(p, np.float64), state)
         want, got = (np.asarray(jax.jit(lambda s, a, g=g: nnx.merge(g, s)(a))(state, a))
                      for g in (graphdef, nnx.graphdef(dft)))
     assert want.dtype == np.float64
@@ -170,7 +197,7 @@ def test_navier_stokes_models_have_the_papers_parameter_counts(modes, expected):
     Width 20, 4 layers, projection 128, grid channels added, BatchNorm after each layer (the paper-era
     code): 4 * corners * 20 * 20 * prod(modes) * 2 spectral reals + 4,917 (2-D) / 4,937 (3-D) others.
     """
-    model = FNO(10, 1, modes, 20, batch_norm=True, rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: FNO(10, 1, modes, 20, batch_norm=True, rngs=nnx.Rngs(0)))  # shapes only
     n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     assert n == expected
     corners = 2 ** (len(modes) - 1)
@@ -181,15 +208,21 @@ def test_navier_stokes_models_have_the_papers_parameter_counts(modes, expected):
 
 def test_batch_norm_uses_batch_statistics_in_train_mode_and_running_ones_in_eval():
     model = FNO(1, 1, (4, 4), 8, batch_norm=True, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (4, 12, 12, 1)) * 3 + 1
+    x = (np.random.default_rng(1).standard_normal((4, 12, 12, 1)) * 3 + 1).astype(np.float32)
+    forward = nnx.jit(lambda m, x: m(x))  # updates the running statistics, as an eager call
     model.train()
-    y_train = model(x)
+    y_train = forward(model, x)
     model.eval()
-    y_eval = model(x)
+    y_eval = forward(model, x)
     assert not np.allclose(np.asarray(y_train), np.asarray(y_eval))  # running stats moved only 10% of the way
     # the first block's normalised sum has zero mean and unit variance per channel in train mode
     model.train()
-    v = model.fc0(jnp.concatenate([x, jnp.broadcast_to(grid_coordinates((12, 12)), (4, 12, 12, 2))], -1))
-    h = model.norms[0](model.spectral[0](v) + model.pointwise[0](v))
+
+    @nnx.jit
+    def first_block(model, x):
+        v = model.fc0(jnp.concatenate([x, jnp.broadcast_to(grid_coordinates((12, 12)), (4, 12, 12, 2))], -1))
+        return model.norms[0](model.spectral[0](v) + model.pointwise[0](v))
+
+    h = np.asarray(first_block(model, x))
     np.testing.assert_allclose(np.asarray(h.mean((0, 1, 2))), 0, atol=1e-5)
     np.testing.assert_allclose(np.asarray(h.var((0, 1, 2))), 1, atol=1e-3)

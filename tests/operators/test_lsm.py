@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 
 from operators.lsm import LSM, NeuralSpectralBlock, patchify, spectral_basis, unpatchify
-from test_unet import fit_losses, gradient_check, hand_count, n_params, smooth_target
+from test_unet import (FitAndGradient, _cheap_prng, abstract_apply, hand_count, jit_apply, n_params,  # noqa: F401
+                       random_model, smooth_target)
 
 
 def naive_block(block: NeuralSpectralBlock, x: np.ndarray) -> np.ndarray:
@@ -60,10 +61,10 @@ def naive_block(block: NeuralSpectralBlock, x: np.ndarray) -> np.ndarray:
 
 def test_patchify_roundtrip_and_content():
     x = jnp.arange(2 * 6 * 4 * 3, dtype=jnp.float32).reshape(2, 6, 4, 3)
-    p = patchify(x, (3, 2))
+    p = jax.jit(patchify, static_argnums=1)(x, (3, 2))
     assert p.shape == (2 * 2 * 2, 6, 3)
     np.testing.assert_array_equal(p[3], x[0, 3:6, 2:4].reshape(6, 3))  # batch 0, patch (1, 1)
-    np.testing.assert_array_equal(unpatchify(p, (3, 2), x.shape), x)
+    np.testing.assert_array_equal(jax.jit(unpatchify, static_argnums=(1, 2))(p, (3, 2), x.shape), x)
 
 
 def test_spectral_basis_closed_form():
@@ -74,10 +75,11 @@ def test_spectral_basis_closed_form():
 
 
 def test_neural_spectral_block_matches_loop_transcription():
-    with jax.enable_x64(True):
-        block = NeuralSpectralBlock(16, num_basis=5, num_token=3, patch_size=(2, 3), n_heads=4, rngs=nnx.Rngs(0))
+    with jax.enable_x64(True):  # random float64 parameters: the transcription holds for any
+        block = random_model(lambda: NeuralSpectralBlock(16, num_basis=5, num_token=3, patch_size=(2, 3), n_heads=4,
+                                                         rngs=nnx.Rngs(0)), dtype=np.float64)
         x = np.random.default_rng(0).normal(size=(2, 4, 6, 16))
-        ours = np.asarray(block(jnp.asarray(x)))
+        ours = np.asarray(jit_apply(block, x))
     np.testing.assert_allclose(ours, naive_block(block, x), rtol=1e-10, atol=1e-10)
 
 
@@ -90,7 +92,7 @@ def test_parameter_count_of_the_darcy_setting():
     expected = hand_count(d) + sum(block(c) for c in (d, 2 * d, 4 * d, 8 * d, 8 * d))
     model = nnx.eval_shape(lambda: LSM(1, 1, 64, 12, 4, (6, 6), (11, 11), rngs=nnx.Rngs(0)))
     assert n_params(model) == expected == 19_187_457
-    assert n_params(NeuralSpectralBlock(32, 12, 4, rngs=nnx.Rngs(0))) == block(32)
+    assert n_params(nnx.eval_shape(lambda: NeuralSpectralBlock(32, 12, 4, rngs=nnx.Rngs(0)))) == block(32)
 
 
 def test_darcy_padding_fits_and_a_wrong_padding_names_the_fix():
@@ -102,30 +104,40 @@ def test_darcy_padding_fits_and_a_wrong_padding_names_the_fix():
     auto = nnx.eval_shape(lambda: LSM(1, 1, 8, 12, 4, (4, 4), None, rngs=nnx.Rngs(0)))
     assert auto.pads((64, 64)) == (0, 0) and auto.pads((127, 127)) == (1, 1)
     with pytest.raises(ValueError, match="multiple of n_heads=8"):
-        LSM(1, 1, 12, n_levels=2, rngs=nnx.Rngs(0))
+        nnx.eval_shape(lambda: LSM(1, 1, 12, n_levels=2, rngs=nnx.Rngs(0)))
+
+
+@pytest.fixture(scope="module")
+def lsm_fit():
+    """The 2-level LSM (its own initialisers) of the gradient check and the short fit, on an odd grid
+    (padded to 14 x 12): a 3x3 box average of x, squared plus x, to learn."""
+    model = LSM(1, 1, 8, num_basis=4, num_token=2, patch_size=(1, 1), projection_channels=16, n_levels=2,
+                rngs=nnx.Rngs(0))
+    x = np.random.default_rng(1).standard_normal((4, 13, 11, 1))
+    return FitAndGradient(model, x, smooth_target(x))
+
+
+@pytest.fixture(scope="module")
+def lsm_2_to_3():
+    """Random parameters: the shapes do not depend on them."""
+    return random_model(lambda: LSM(2, 3, 8, num_basis=4, num_token=2, patch_size=(1, 2), projection_channels=16,
+                                    n_levels=2, rngs=nnx.Rngs(0)))
 
 
 @pytest.mark.parametrize("spatial", [(13, 10), (16, 16)])
-def test_shapes_on_odd_and_even_grids(spatial):
+def test_shapes_on_odd_and_even_grids(spatial, lsm_2_to_3):
     """Tiny (2 levels) to keep compilation short; the 5-level network by shape inference only."""
-    model = LSM(2, 3, 8, num_basis=4, num_token=2, patch_size=(1, 2), n_levels=2, rngs=nnx.Rngs(0))
-    assert model(jnp.ones((2, *spatial, 2))).shape == (2, *spatial, 3)
-    full = LSM(2, 3, 8, num_basis=4, num_token=2, patch_size=(1, 2), rngs=nnx.Rngs(0))
-    assert nnx.eval_shape(lambda m, x: m(x), full, jnp.ones((2, *spatial, 2))).shape == (2, *spatial, 3)
+    out = np.asarray(jit_apply(lsm_2_to_3, np.ones((2, *spatial, 2), np.float32)))
+    assert out.shape == (2, *spatial, 3) and np.isfinite(out).all()
+    full = nnx.eval_shape(lambda: LSM(2, 3, 8, num_basis=4, num_token=2, patch_size=(1, 2), rngs=nnx.Rngs(0)))
+    assert abstract_apply(full, jax.ShapeDtypeStruct((2, *spatial, 2), jnp.float32)).shape == (2, *spatial, 3)
 
 
-def test_gradient_matches_finite_differences_float64():
-    with jax.enable_x64(True):
-        model = LSM(1, 1, 8, num_basis=3, num_token=2, patch_size=(1, 1), projection_channels=4, n_levels=2,
-                    rngs=nnx.Rngs(0))
-        x = jax.random.normal(jax.random.key(1), (2, 7, 9, 1), jnp.float64)
-        auto, numeric = gradient_check(model, x)
+def test_gradient_matches_finite_differences_float64(lsm_fit):
+    auto, numeric = lsm_fit.gradient_check()
     assert abs(auto - numeric) <= 1e-6 * max(1.0, abs(auto))
 
 
-def test_short_fit_reduces_the_loss():
-    x = jax.random.normal(jax.random.key(2), (4, 16, 16, 1))
-    model = LSM(1, 1, 8, num_basis=4, num_token=2, patch_size=(1, 1), projection_channels=16, n_levels=2,
-                rngs=nnx.Rngs(0))
-    losses = fit_losses(model, x, smooth_target(x), steps=40)
+def test_short_fit_reduces_the_loss(lsm_fit):
+    losses = lsm_fit.fit_losses(steps=40)
     assert losses[-1] < 0.5 * losses[0], losses[::8]

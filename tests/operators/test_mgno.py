@@ -3,6 +3,8 @@ shapes on odd and even grids, periodic shift equivariance, gradients, a short tr
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,22 +14,31 @@ from flax import nnx
 
 from operators import MgNO
 from operators.mgno import MgConv, conv, conv_transpose, grid_hierarchy
+from test_unet import random_model
 
 
 def _n_params(model: nnx.Module) -> int:
     return sum(int(leaf.size) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _cheap_prng():
+    """The initialisers draw with the non-partitionable threefry: the same distributions, other bits,
+    and an eager draw of a new shape compiles about three times faster than with the default."""
+    with jax.threefry_partitionable(False):
+        yield
+
+
+@partial(jax.jit, static_argnums=0)
+def _apply(graphdef, state, x):
+    return nnx.merge(graphdef, state)(x)
+
+
 def _jit_apply(module, x):
-    """module(x) in one compiled call (eager NNX convolutions compile op by op: much slower)."""
+    """module(x) in one compiled call, one compilation per model and shape (eager NNX convolutions
+    compile op by op: much slower)."""
     graphdef, state = nnx.split(module)
-    return jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, x)
-
-
-def _to_float64(module):
-    """The module with float64 parameters (call under jax.enable_x64)."""
-    graphdef, state = nnx.split(module)
-    return nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(jnp.float64), state))
+    return _apply(graphdef, state, x)
 
 
 # -- naive numpy transcriptions (the oracles) ------------------------------------------------------------
@@ -100,7 +111,7 @@ def test_conv_matches_naive(spatial, stride, mode):
     d = len(spatial)
     x, w = rng.standard_normal((2, *spatial, 3)), rng.standard_normal((3,) * d + (3, 2))
     with jax.enable_x64(True):
-        got = np.asarray(conv(jnp.asarray(x), jnp.asarray(w), stride, mode))
+        got = np.asarray(jax.jit(conv, static_argnums=(2, 3))(x, w, stride, mode))
     np.testing.assert_allclose(got, _conv_naive(x, w, stride, mode), atol=1e-12)
     assert got.shape[1:-1] == tuple(-(-n // stride) for n in spatial)
 
@@ -112,7 +123,7 @@ def test_conv_transpose_matches_naive_scatter_on_odd_and_even_grids(fine, mode):
     d, coarse = len(fine), tuple((n + 1) // 2 for n in fine)
     x, w = rng.standard_normal((2, *coarse, 3)), rng.standard_normal((4,) * d + (3, 2))
     with jax.enable_x64(True):
-        got = np.asarray(conv_transpose(jnp.asarray(x), jnp.asarray(w), fine, mode))
+        got = np.asarray(jax.jit(conv_transpose, static_argnums=(2, 3))(x, w, fine, mode))
     np.testing.assert_allclose(got, _conv_transpose_naive(x, w, fine, mode), atol=1e-12)
     with pytest.raises(ValueError, match="not ceil"):
         conv_transpose(jnp.asarray(x), jnp.asarray(w), tuple(n + 2 for n in fine))
@@ -126,12 +137,11 @@ def test_grid_hierarchy_halves_with_ceiling():
 @pytest.mark.parametrize("mode,residual,bias,post", [("zeros", False, False, None), ("reflect", True, True, (1, 0)),
                                                      ("circular", False, True, (0, 2))])
 def test_mg_conv_matches_naive_v_cycle(mode, residual, bias, post):
-    with jax.enable_x64(True):
-        mg = MgConv(2, 3, iterations=(2, 0, 1), post_iterations=post, padding_mode=mode, bias=bias,
-                    residual_restriction=residual, rngs=nnx.Rngs(0))
-        mg = _to_float64(mg)
+    with jax.enable_x64(True):  # random float64 parameters: the transcription holds for any
+        mg = random_model(lambda: MgConv(2, 3, iterations=(2, 0, 1), post_iterations=post, padding_mode=mode,
+                                         bias=bias, residual_restriction=residual, rngs=nnx.Rngs(0)), dtype=np.float64)
         f = np.random.default_rng(2).standard_normal((1, 7, 6, 2))  # 7 -> 4 -> 2 and 6 -> 3 -> 2
-        got = np.asarray(_jit_apply(mg, jnp.asarray(f)))
+        got = np.asarray(_jit_apply(mg, f))
     np.testing.assert_allclose(got, _v_cycle_naive(mg, f, mode), atol=1e-11)
 
 
@@ -177,56 +187,64 @@ def test_paper_darcy_configuration_has_572661_parameters():
 
 
 def test_one_model_runs_on_odd_and_even_grids_and_in_1d():
-    """The same parameters on odd, even and mixed hierarchies (3-D convolutions: the naive tests above)."""
-    model = MgNO(2, 3, channels=2, n_layers=1, iterations=(1, 1, 2), rngs=nnx.Rngs(0))
+    """The same parameters on odd, even and mixed hierarchies (3-D convolutions: the naive tests above);
+    random parameters, the shapes do not depend on them."""
+    model = random_model(lambda: MgNO(2, 3, channels=2, n_layers=1, iterations=(1, 1, 2), rngs=nnx.Rngs(0)))
     for spatial in [(9, 9), (8, 8), (9, 12)]:
-        out = _jit_apply(model, jax.random.normal(jax.random.key(0), (2, *spatial, 2)))
-        assert out.shape == (2, *spatial, 3) and bool(jnp.all(jnp.isfinite(out)))
-    model = MgNO(2, 3, channels=2, n_layers=1, iterations=(1, 1), spatial_dims=1, rngs=nnx.Rngs(0))
-    assert _jit_apply(model, jnp.ones((2, 17, 2))).shape == (2, 17, 3)
+        out = np.asarray(_jit_apply(model, np.random.default_rng(0).standard_normal((2, *spatial, 2), np.float32)))
+        assert out.shape == (2, *spatial, 3) and np.isfinite(out).all()
+    model = random_model(lambda: MgNO(2, 3, channels=2, n_layers=1, iterations=(1, 1), spatial_dims=1,
+                                      rngs=nnx.Rngs(0)))
+    assert _jit_apply(model, np.ones((2, 17, 2), np.float32)).shape == (2, 17, 3)
 
 
 def test_circular_padding_is_equivariant_to_periodic_shifts_of_the_coarsest_cell():
     """With periodic padding on a grid divisible by 2^(L-1), shifting the input by a multiple of
-    2^(L-1) points shifts the output the same way (every stride-2 level sees the same shifted grid)."""
-    model = MgNO(1, 1, channels=4, n_layers=2, iterations=(1, 1, 1), padding_mode="circular", rngs=nnx.Rngs(0))
-    a = jax.random.normal(jax.random.key(1), (1, 16, 12, 1))
+    2^(L-1) points shifts the output the same way (every stride-2 level sees the same shifted grid).
+    Random parameters: the symmetry holds for any."""
+    model = random_model(lambda: MgNO(1, 1, channels=4, n_layers=2, iterations=(1, 1, 1), padding_mode="circular",
+                                      rngs=nnx.Rngs(0)))
+    a = np.random.default_rng(1).standard_normal((1, 16, 12, 1)).astype(np.float32)
     shifts = [(4, -8), (1, 0)]
-    batch = jnp.concatenate([a] + [jnp.roll(a, s, axis=(1, 2)) for s in shifts])  # (3, 16, 12, 1)
-    out = _jit_apply(model, batch)
-    np.testing.assert_allclose(out[1], jnp.roll(out[0], shifts[0], axis=(0, 1)), atol=1e-5)
+    batch = np.concatenate([a] + [np.roll(a, s, axis=(1, 2)) for s in shifts])  # (3, 16, 12, 1)
+    out = np.asarray(_jit_apply(model, batch))
+    np.testing.assert_allclose(out[1], np.roll(out[0], shifts[0], axis=(0, 1)), atol=1e-5)
     # a shift by one point is not a symmetry of the stride-2 hierarchy
-    assert float(jnp.abs(out[2] - jnp.roll(out[0], shifts[1], axis=(0, 1))).max()) > 1e-3
+    assert float(np.abs(out[2] - np.roll(out[0], shifts[1], axis=(0, 1))).max()) > 1e-3
 
 
 def test_gradient_matches_finite_differences():
     """Directional derivatives (random directions in parameter and input space) against central
-    differences, float64, on a tiny model with every optional part switched on."""
+    differences, float64, on a tiny model with every optional part switched on (random parameters)."""
     with jax.enable_x64(True):
-        model = _to_float64(MgNO(1, 1, channels=2, n_layers=1, iterations=(1, 1), post_iterations=(1,),
-                                 padding_mode="reflect", bias=True, residual_restriction=True, rngs=nnx.Rngs(0)))
+        model = random_model(lambda: MgNO(1, 1, channels=2, n_layers=1, iterations=(1, 1), post_iterations=(1,),
+                                          padding_mode="reflect", bias=True, residual_restriction=True,
+                                          rngs=nnx.Rngs(0)), dtype=np.float64)
         graphdef, params = nnx.split(model)
-        a = jax.random.normal(jax.random.key(2), (2, 5, 6, 1), jnp.float64)
-        target = jax.random.normal(jax.random.key(3), (2, 5, 6, 1), jnp.float64)
+        params = jax.tree.map(np.asarray, params)  # numpy: the shifts below are numpy sums, no compilation
+        rng = np.random.default_rng(2)
+        a, target = rng.standard_normal((2, 2, 5, 6, 1))
 
-        @jax.jit
         def loss(p, x):
             return jnp.sum((nnx.merge(graphdef, p)(x) - target) ** 2)
+
+        # one compilation: the gradient at (params, a), the values at the shifted points
+        value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
         def directional_fd(f, x, v, eps=1e-5):  # central differences: O(eps^2) truncation error
             shifted = lambda s: jax.tree.map(lambda xi, vi: xi + s * eps * vi, x, v)  # noqa: E731
             return (f(shifted(1.0)) - f(shifted(-1.0))) / (2 * eps)
 
         leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(jax.random.key(4), len(leaves))
-        v_params = jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
-        v_input = jax.random.normal(jax.random.key(5), a.shape, jnp.float64)
-        g_params, g_input = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, a)
-        analytic = sum(jnp.vdot(g, v) for g, v in zip(jax.tree.leaves(g_params), jax.tree.leaves(v_params)))
-        np.testing.assert_allclose(float(analytic), float(directional_fd(lambda p: loss(p, a), params, v_params)),
+        v_params = jax.tree.unflatten(treedef, [rng.standard_normal(x.shape) for x in leaves])
+        v_input = rng.standard_normal(a.shape)
+        g_params, g_input = value_and_grad(params, a)[1]
+        analytic = sum(np.vdot(np.asarray(g), v) for g, v in zip(jax.tree.leaves(g_params), jax.tree.leaves(v_params)))
+        value = lambda p, x: float(value_and_grad(p, x)[0])  # noqa: E731
+        np.testing.assert_allclose(float(analytic), directional_fd(lambda p: value(p, a), params, v_params),
                                    rtol=1e-6)
-        np.testing.assert_allclose(float(jnp.vdot(g_input, v_input)),
-                                   float(directional_fd(lambda x: loss(params, x), a, v_input)), rtol=1e-6)
+        np.testing.assert_allclose(float(np.vdot(np.asarray(g_input), v_input)),
+                                   directional_fd(lambda x: value(params, x), a, v_input), rtol=1e-6)
 
 
 def test_short_training_fits_a_discrete_poisson_solve():
@@ -238,8 +256,8 @@ def test_short_training_fits_a_discrete_poisson_solve():
     f = np.random.default_rng(3).standard_normal((32, n * n))
     u = np.linalg.solve(op, f.T).T
     scale = np.abs(u).max()
-    x = jnp.asarray(f.reshape(32, n, n, 1), jnp.float32)
-    y = jnp.asarray(u.reshape(32, n, n, 1) / scale, jnp.float32)
+    x = jax.device_put(f.reshape(32, n, n, 1).astype(np.float32))
+    y = jax.device_put((u.reshape(32, n, n, 1) / scale).astype(np.float32))
 
     model = MgNO(1, 1, channels=6, n_layers=1, iterations=(1, 1, 1), rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
@@ -257,21 +275,22 @@ def test_short_training_fits_a_discrete_poisson_solve():
             updates, state = tx.update(g, state, p)
             return (optax.apply_updates(p, updates), state), loss
         (p, state), losses = jax.lax.scan(body, (p, state), None, length=80)
-        return p, losses
+        return losses[0], rel(p)
 
-    params, losses = train(params, tx.init(params))
-    first, last = float(losses[0]), float(rel(params))
+    first, last = (float(v) for v in train(params, tx.init(params)))
     assert np.isfinite(last) and last < first / 3, (first, last)
 
 
 def test_input_and_constructor_errors():
-    model = MgNO(1, 1, channels=2, n_layers=1, iterations=(1, 1, 1, 1, 1, 2), rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: MgNO(1, 1, channels=2, n_layers=1, iterations=(1, 1, 1, 1, 1, 2), rngs=nnx.Rngs(0)))
+    call = lambda *shape: nnx.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct(shape, jnp.float32))  # noqa: E731
+    assert call(1, 33, 33, 1).shape == (1, 33, 33, 1)
     with pytest.raises(ValueError, match=r"cannot take the grid \(32, 40\).*\(1, 2\).*at least 33 points.*fewer levels"):
-        model(jnp.zeros((1, 32, 40, 1)))
+        call(1, 32, 40, 1)
     with pytest.raises(ValueError, match=r"\(batch, n1, n2, in_channels\), rank 4.*got shape \(33, 33, 1\)"):
-        model(jnp.zeros((33, 33, 1)))
+        call(33, 33, 1)
     with pytest.raises(ValueError, match="in_channels=1"):
-        model(jnp.zeros((1, 33, 33, 2)))
+        call(1, 33, 33, 2)
     with pytest.raises(ValueError, match="iterations"):
         MgNO(1, 1, iterations=(0, 1), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="post_iterations"):

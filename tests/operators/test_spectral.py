@@ -13,6 +13,7 @@ from jax.test_util import check_grads
 
 from operators import SpectralConv, spectral_conv
 from operators.spectral import choose_impl, dft_matrices, spectral_conv_dft
+from test_unet import random_model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,16 +86,16 @@ def test_spectral_conv_matches_naive_dft(spatial, modes, cin, cout, impl):
     )
     expected = _naive_spectral_conv(x, w, modes)
     with jax.enable_x64(True):
-        got = np.asarray(spectral_conv(jnp.asarray(x), jnp.asarray(w), modes, impl=impl))
+        got = np.asarray(jax.jit(spectral_conv, static_argnames=("modes", "impl"))(x, w, modes=modes, impl=impl))
     assert got.dtype == np.float64
     assert got.shape == (2, *spatial, cout)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
 
 
 def test_module_uses_real_storage_and_original_init():
-    layer = SpectralConv(3, 5, (4, 3), rngs=nnx.Rngs(0))
-    w = layer.weight[...]
-    assert w.shape == (2, 3, 5, 4, 3, 2) and w.dtype == jnp.float32
+    layer = SpectralConv(3, 5, (4, 3), rngs=nnx.Rngs(0))  # the default PRNG: this is the init under test
+    w = np.asarray(layer.weight[...])
+    assert w.shape == (2, 3, 5, 4, 3, 2) and w.dtype == np.float32
     params = nnx.state(layer, nnx.Param)
     assert all(not jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(params))
     # scale * U[0, 1) with scale = 1 / (in * out) for real and imaginary parts.
@@ -102,9 +103,9 @@ def test_module_uses_real_storage_and_original_init():
     assert float(w.min()) >= 0.0 and float(w.max()) < scale
     assert abs(float(w.mean()) - scale / 2) < 0.1 * scale
     # Module == pure function with the complex weight re-assembled from (real, imag).
-    x = jax.random.normal(jax.random.key(1), (2, 8, 6, 3))
-    expected = spectral_conv(x, w[..., 0] + 1j * w[..., 1], (4, 3))
-    np.testing.assert_allclose(layer(x), expected, rtol=1e-6, atol=1e-6)
+    x = np.random.default_rng(1).standard_normal((2, 8, 6, 3)).astype(np.float32)
+    expected = jax.jit(spectral_conv, static_argnums=2)(x, w[..., 0] + 1j * w[..., 1], (4, 3))
+    np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(layer, x), expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -117,19 +118,21 @@ def test_module_uses_real_storage_and_original_init():
     ],
 )
 def test_modes_too_large(spatial, modes, fragment):
-    layer = SpectralConv(2, 2, modes, rngs=nnx.Rngs(0))
+    layer = nnx.eval_shape(lambda: SpectralConv(2, 2, modes, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError) as err:
-        layer(jnp.zeros((1, *spatial, 2)))
+        nnx.eval_shape(lambda m, x: m(x), layer, jax.ShapeDtypeStruct((1, *spatial, 2), jnp.float32))
     assert fragment in str(err.value)
     assert "lower the modes or raise the resolution" in str(err.value)
 
 
 def test_wrong_rank_and_channels():
-    layer = SpectralConv(2, 3, (4, 4), rngs=nnx.Rngs(0))
+    layer = nnx.eval_shape(lambda: SpectralConv(2, 3, (4, 4), rngs=nnx.Rngs(0)))
+    call = lambda *shape: nnx.eval_shape(lambda m, x: m(x), layer, jax.ShapeDtypeStruct(shape, jnp.float32))  # noqa: E731
+    assert call(1, 16, 16, 2).shape == (1, 16, 16, 3)
     with pytest.raises(ValueError, match=r"\(batch, n1, n2, in_channels\).*rank 4.*got shape \(16, 16, 2\)"):
-        layer(jnp.zeros((16, 16, 2)))
+        call(16, 16, 2)
     with pytest.raises(ValueError, match=r"5 channels.*in_channels=2.*channels-last"):
-        layer(jnp.zeros((1, 16, 16, 5)))
+        call(1, 16, 16, 5)
     with pytest.raises(ValueError, match="1, 2 or 3 spatial axes"):
         SpectralConv(2, 3, (4, 4, 4, 4), rngs=nnx.Rngs(0))
 
@@ -138,12 +141,10 @@ def test_wrong_rank_and_channels():
 def test_gradients_wrt_real_weights(spatial, modes):
     """Against finite differences on the FFT path (the DFT path's gradients are checked against
     these in test_dft_path_equals_fft_path_values_and_gradients)."""
-    layer = SpectralConv(2, 2, modes, impl="fft", rngs=nnx.Rngs(0))
-    graphdef, params = nnx.split(layer)
-    with jax.enable_x64(True):
-        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        x = jax.random.normal(jax.random.key(0), (2, *spatial, 2), dtype=jnp.float64)
-        target = jax.random.normal(jax.random.key(1), (2, *spatial, 2), dtype=jnp.float64)
+    with jax.enable_x64(True):  # random float64 weights: the check holds for any
+        layer = random_model(lambda: SpectralConv(2, 2, modes, impl="fft", rngs=nnx.Rngs(0)), dtype=np.float64)
+        graphdef, params = nnx.split(layer)
+        x, target = np.random.default_rng(0).standard_normal((2, 2, *spatial, 2))
 
         @jax.jit
         def loss(weight):
@@ -165,9 +166,9 @@ def test_dft_path_equals_fft_path_values_and_gradients(spatial, modes):
     rng = np.random.default_rng(len(spatial))
     shape = (2 ** (len(modes) - 1), 3, 2, *modes)
     with jax.enable_x64(True):
-        x = jnp.asarray(rng.standard_normal((2, *spatial, 3)))
-        w_re, w_im = jnp.asarray(rng.standard_normal(shape)), jnp.asarray(rng.standard_normal(shape))
-        probe = jnp.asarray(rng.standard_normal((2, *spatial, 2)))  # a random cotangent
+        x = rng.standard_normal((2, *spatial, 3))
+        w_re, w_im = rng.standard_normal(shape), rng.standard_normal(shape)
+        probe = rng.standard_normal((2, *spatial, 2))  # a random cotangent
 
         def loss(impl, x, w_re, w_im):
             return jnp.sum(probe * spectral_conv(x, jax.lax.complex(w_re, w_im), modes, impl=impl))
@@ -177,21 +178,24 @@ def test_dft_path_equals_fft_path_values_and_gradients(spatial, modes):
             for impl in ("fft", "dft"))
         np.testing.assert_allclose(val_dft, val_fft, rtol=1e-12)
         for g_dft, g_fft in zip(grads_dft, grads_fft):
-            assert float(jnp.abs(g_fft).max()) > 0.1
-            np.testing.assert_allclose(g_dft, g_fft, rtol=0, atol=1e-11 * float(jnp.abs(g_fft).max()))
+            g_dft, g_fft = np.asarray(g_dft), np.asarray(g_fft)
+            assert float(np.abs(g_fft).max()) > 0.1
+            np.testing.assert_allclose(g_dft, g_fft, rtol=0, atol=1e-11 * float(np.abs(g_fft).max()))
         # The pure function taking the two real parts is the same path.
-        np.testing.assert_allclose(spectral_conv_dft(x, w_re, w_im, modes),
-                                   spectral_conv(x, jax.lax.complex(w_re, w_im), modes, impl="fft"), atol=1e-12)
+        both = jax.jit(lambda x, w_re, w_im: (spectral_conv_dft(x, w_re, w_im, modes),
+                                              spectral_conv(x, jax.lax.complex(w_re, w_im), modes, impl="fft")))
+        np.testing.assert_allclose(*both(x, w_re, w_im), atol=1e-12)
 
 
 def test_dft_matrices_follow_the_grid():
     """One layer at two resolutions: each call builds (and caches) the matrices of its own grid, and
     each equals the FFT path there; the last-axis forward matrix is rfft's restricted to k < m."""
-    layer = SpectralConv(2, 2, (3,), impl="dft", rngs=nnx.Rngs(0))
-    reference = SpectralConv(2, 2, (3,), impl="fft", rngs=nnx.Rngs(0))
+    layer = random_model(lambda: SpectralConv(2, 2, (3,), impl="dft", rngs=nnx.Rngs(0)))
+    reference = random_model(lambda: SpectralConv(2, 2, (3,), impl="fft", rngs=nnx.Rngs(0)))  # the same weights
+    forward = nnx.jit(lambda m, x: m(x))
     for n in (8, 13):
-        x = jax.random.normal(jax.random.key(n), (1, n, 2))
-        np.testing.assert_allclose(layer(x), reference(x), rtol=1e-5, atol=1e-5)
+        x = np.random.default_rng(n).standard_normal((1, n, 2)).astype(np.float32)
+        np.testing.assert_allclose(forward(layer, x), forward(reference, x), rtol=1e-5, atol=1e-5)
     forward, _ = dft_matrices(13, 3, True)  # (n, 2, m)
     rfft = np.fft.rfft(np.eye(13), axis=0)[:3].T  # (n, m): row j = rfft of the unit vector e_j
     np.testing.assert_allclose(forward[:, 0] - 1j * -forward[:, 1], rfft, atol=1e-13)
@@ -209,10 +213,11 @@ def test_bfloat16_mixed_precision_error_bound(spatial, modes):
     d = len(modes)
     exact = SpectralConv(8, 8, modes, impl="dft", rngs=nnx.Rngs(0))
     mixed = SpectralConv(8, 8, modes, compute_dtype="bfloat16", rngs=nnx.Rngs(0))  # auto -> dft
-    x = jax.random.normal(jax.random.key(1), (2, *spatial, 8))
+    x = np.random.default_rng(1).standard_normal((2, *spatial, 8)).astype(np.float32)
     want, got = jax.jit(exact.__call__)(x), jax.jit(mixed.__call__)(x)
     assert got.dtype == jnp.float32
-    err = float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
+    got, want = np.asarray(got), np.asarray(want)
+    err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     assert u / 4 < err < (2 * d + 3) * u
 
 

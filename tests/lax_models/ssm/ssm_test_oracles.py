@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.test_util import check_grads
+
+
+def normal_input(seed: int, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """Standard normal test input drawn by NumPy (a jax.random draw compiles once per shape and dtype)."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
 
 
 def recurrent_output(model: nnx.Module, x: jax.Array) -> jax.Array:

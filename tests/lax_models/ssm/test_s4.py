@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from ssm_test_oracles import check_layer_grads, input_jacobian, recurrent_output
+from ssm_test_oracles import check_layer_grads, input_jacobian, normal_input, recurrent_output
 
 from lax_models.ssm import SSMParam
 from lax_models.ssm.common import ssm_convolution
@@ -136,7 +136,7 @@ H, N, L = 3, 8, 16
 def test_convolution_equals_recurrence_float32(l_max):
     """CNN == RNN in float32: max |y_conv - y_rnn| <= 1e-4 max |y| (measured ~4e-6)."""
     model = S4(H, d_state=N, l_max=l_max, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (2, L, H))
+    x = normal_input(1, (2, L, H))
     y = model(x)
     assert y.shape == x.shape and y.dtype == jnp.float32
     err = float(jnp.abs(y - recurrent_output(model, x)).max() / jnp.abs(y).max())
@@ -148,7 +148,7 @@ def test_convolution_equals_recurrence_float64():
     with jax.enable_x64(True):
         model = S4(H, d_state=N, l_max=24, dt_min=0.01, dt_max=0.5, param_dtype=jnp.float64,
                    rngs=nnx.Rngs(3))
-        x = jax.random.normal(jax.random.key(4), (2, L, H), dtype=jnp.float64)
+        x = normal_input(4, (2, L, H), jnp.float64)
         err = float(jnp.abs(model(x) - recurrent_output(model, x)).max())
     assert err < 1e-10, err
 
@@ -156,7 +156,7 @@ def test_convolution_equals_recurrence_float64():
 def test_causal_and_bidirectional_jacobians():
     """d y_i / d x_j == 0 for j > i (causal); the bidirectional layer depends on the future."""
     with jax.enable_x64(True):
-        x = jax.random.normal(jax.random.key(0), (1, L, H), dtype=jnp.float64)
+        x = normal_input(0, (1, L, H), jnp.float64)
         kw = dict(d_state=N, l_max=L, dt_min=0.05, dt_max=0.5, param_dtype=jnp.float64)
         J = np.asarray(input_jacobian(S4(H, rngs=nnx.Rngs(0), **kw), x))  # (L, L, H)
         Jb = np.asarray(input_jacobian(S4(H, bidirectional=True, rngs=nnx.Rngs(0), **kw), x))
@@ -169,9 +169,10 @@ def test_causal_and_bidirectional_jacobians():
 @pytest.mark.parametrize("l_max", [None, 8])
 def test_gradients_float64(l_max):
     with jax.enable_x64(True):
-        model = S4(2, d_state=4, l_max=l_max, dt_min=0.05, dt_max=0.5, param_dtype=jnp.float64,
+        # the layer shape of the other tests (its initialiser compiles once); a short input
+        model = S4(H, d_state=N, l_max=l_max, dt_min=0.05, dt_max=0.5, param_dtype=jnp.float64,
                    rngs=nnx.Rngs(0))
-        x = jax.random.normal(jax.random.key(1), (1, 6, 2), dtype=jnp.float64)
+        x = normal_input(1, (1, 6, H), jnp.float64)
         check_layer_grads(model, x)
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from ssm_test_oracles import check_layer_grads, input_jacobian, recurrent_output
+from ssm_test_oracles import check_layer_grads, input_jacobian, normal_input, recurrent_output
 
 from lax_models.ssm import SSMParam
 from lax_models.ssm.hippo import dplr
@@ -81,7 +81,7 @@ def test_inits():
 def test_convolution_equals_recurrence_float32(init, discretization):
     """CNN == RNN in float32: max |y_conv - y_rnn| <= 1e-4 max |y| (measured <= 1e-6)."""
     model = S4D(H, d_state=N, init=init, discretization=discretization, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (2, L, H))
+    x = normal_input(1, (2, L, H))
     y = model(x)
     assert y.shape == x.shape and y.dtype == jnp.float32
     err = float(jnp.abs(y - recurrent_output(model, x)).max() / jnp.abs(y).max())
@@ -90,7 +90,7 @@ def test_convolution_equals_recurrence_float32(init, discretization):
 
 def test_causal_and_bidirectional_jacobians():
     with jax.enable_x64(True):
-        x = jax.random.normal(jax.random.key(0), (1, L, H), dtype=jnp.float64)
+        x = normal_input(0, (1, L, H), jnp.float64)
         kw = dict(d_state=N, dt_min=0.05, dt_max=0.5, param_dtype=jnp.float64)
         J = np.asarray(input_jacobian(S4D(H, rngs=nnx.Rngs(0), **kw), x))  # (L, L, H)
         Jb = np.asarray(input_jacobian(S4D(H, bidirectional=True, rngs=nnx.Rngs(0), **kw), x))
@@ -105,7 +105,7 @@ def test_gradients_float64(discretization):
     with jax.enable_x64(True):
         model = S4D(2, d_state=4, discretization=discretization, dt_min=0.05, dt_max=0.5,
                     param_dtype=jnp.float64, rngs=nnx.Rngs(0))
-        x = jax.random.normal(jax.random.key(1), (1, 6, 2), dtype=jnp.float64)
+        x = normal_input(1, (1, 6, 2), jnp.float64)
         check_layer_grads(model, x)
 
 

@@ -22,6 +22,11 @@ from operators.pde.navier_stokes import (
 )
 
 
+# One compilation per call (grid, horizon, step and records); eagerly every set-up operation compiles
+# on its own. nu stays an argument (traced).
+_solve = jax.jit(navier_stokes_2d, static_argnums=(3, 4, 5))
+
+
 def _grid(K):
     x = np.arange(K) / K
     return np.meshgrid(x, x, indexing="ij")
@@ -65,7 +70,7 @@ def test_taylor_green_decays_at_the_viscous_rate(K, modes):
     k2 = modes[0][0] ** 2 + modes[0][1] ** 2
     nu, dt, T, R = 0.01, 1e-3, 0.5, 5
     with jax.enable_x64(True):
-        w = np.asarray(navier_stokes_2d(jnp.asarray(w0), jnp.zeros((K, K)), nu, T, dt, R))
+        w = np.asarray(_solve(w0, np.zeros((K, K)), nu, T, dt, R))
     x = dt * nu * 4 * np.pi ** 2 * k2
     n = np.arange(1, R + 1) * 100                                       # steps at each snapshot
     cn = ((1 - x / 2) / (1 + x / 2)) ** n
@@ -85,8 +90,8 @@ def test_matches_the_original_update_step_for_step():
     w0 = 3 * rng.standard_normal((K, K))
     f = navier_stokes_forcing(K)
     with jax.enable_x64(True):
-        w = np.asarray(navier_stokes_2d(jnp.asarray(w0), jnp.asarray(f), nu, 6 * dt, dt, 6))
-        w_rec = np.asarray(navier_stokes_2d(jnp.asarray(w0), jnp.asarray(f), nu, 7 * dt, dt, 2))
+        w = np.asarray(_solve(w0, f, nu, 6 * dt, dt, 6))
+        w_rec = np.asarray(_solve(w0, f, nu, 7 * dt, dt, 2))
     ref = naive_ns_2d(w0, f, nu, 6 * dt, dt, 6)
     np.testing.assert_allclose(w, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
     np.testing.assert_allclose(w_rec, naive_ns_2d(w0, f, nu, 7 * dt, dt, 2), rtol=0, atol=1e-12 * np.abs(ref).max())
@@ -105,7 +110,7 @@ def test_float32_solve_tracks_float64():
     K = 16
     w0 = navier_stokes_grf(np.random.default_rng(1), 1, K)[0]
     f = navier_stokes_forcing(K)
-    w32 = np.asarray(navier_stokes_2d(jnp.asarray(w0, jnp.float32), jnp.asarray(f, jnp.float32), 1e-3, 0.2, 0.01, 2))
+    w32 = np.asarray(_solve(w0.astype(np.float32), f.astype(np.float32), 1e-3, 0.2, 0.01, 2))
     assert w32.dtype == np.float32
     np.testing.assert_allclose(w32, naive_ns_2d(w0, f, 1e-3, 0.2, 0.01, 2), rtol=0, atol=1e-5 * np.abs(w0).max())
 
@@ -137,7 +142,7 @@ def test_dealias_mask_is_the_two_thirds_rule_and_is_applied():
     K, dt, nu = 12, 0.01, 0.0
     w0 = np.random.default_rng(2).standard_normal((K, K))
     with jax.enable_x64(True):
-        w1 = np.asarray(navier_stokes_2d(jnp.asarray(w0), jnp.zeros((K, K)), nu, dt, dt, 1))[0]
+        w1 = np.asarray(_solve(w0, np.zeros((K, K)), nu, dt, dt, 1))[0]
     F_h = (np.fft.fft2(w1) - np.fft.fft2(w0)) / -dt
     assert np.abs(F_h[~m]).max() < 1e-10 * np.abs(F_h).max()
     assert np.abs(F_h[m]).mean() > 0.01 * np.abs(np.fft.fft2(w0)).mean()
@@ -150,14 +155,16 @@ def test_gradient_matches_finite_differences():
     w0, weights, direction = (rng.standard_normal((K, K)) for _ in range(3))
     f = navier_stokes_forcing(K)
     with jax.enable_x64(True):
-        @jax.jit
         def loss(w, nu):
             snapshots = navier_stokes_2d(w, jnp.asarray(f), nu, 4 * dt, dt, 2)      # (2, K, K)
             return jnp.sum(jnp.asarray(weights) * snapshots[-1] ** 2) + jnp.sum(snapshots[0])
-        g_w, g_nu = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(w0), nu)
+        # one compilation: the gradient at (w0, nu), the values at the shifted points
+        value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        value = lambda w, nu: float(value_and_grad(w, nu)[0])  # noqa: E731
+        g_w, g_nu = value_and_grad(w0, nu)[1]
         eps = 1e-6
-        fd_w = (loss(jnp.asarray(w0 + eps * direction), nu) - loss(jnp.asarray(w0 - eps * direction), nu)) / (2 * eps)
-        fd_nu = (loss(jnp.asarray(w0), nu + eps) - loss(jnp.asarray(w0), nu - eps)) / (2 * eps)
+        fd_w = (value(w0 + eps * direction, nu) - value(w0 - eps * direction, nu)) / (2 * eps)
+        fd_nu = (value(w0, nu + eps) - value(w0, nu - eps)) / (2 * eps)
     assert abs(float(fd_w)) > 1.0 and abs(float(fd_nu)) > 1e-3
     np.testing.assert_allclose(float(np.sum(np.asarray(g_w) * direction)), float(fd_w), rtol=1e-7)
     np.testing.assert_allclose(float(g_nu), float(fd_nu), rtol=1e-6)
@@ -183,16 +190,15 @@ def test_generator_is_deterministic_independent_of_n_and_batch_and_equals_the_so
     # the stored data is the solver's output at t = 1, 2, strided from the 16^2 grid
     w0_full = navier_stokes_grf(np.random.default_rng(5), 3, 16)
     np.testing.assert_allclose(a["w0"], w0_full[:, ::2, ::2], rtol=1e-6, atol=1e-6)
-    f = jnp.asarray(navier_stokes_forcing(16), jnp.float32)
-    direct = np.asarray(navier_stokes_2d(jnp.asarray(w0_full[2], jnp.float32), f, 1e-3, 2, 0.01, 2))
+    f = navier_stokes_forcing(16).astype(np.float32)
+    direct = np.asarray(_solve(w0_full[2].astype(np.float32), f, 1e-3, 2, 0.01, 2))
     np.testing.assert_allclose(a["w"][2], direct[:, ::2, ::2].transpose(1, 2, 0), rtol=0,
                                atol=1e-5 * np.abs(direct).max())
     # a float64 solve: the float64 solver's output, rounded to float32 for storage
     d = generate_navier_stokes(1, seed=5, batch_size=1, precision="float64")
     assert d["w"].dtype == d["w0"].dtype == np.float32
     with jax.enable_x64(True):
-        direct64 = np.asarray(navier_stokes_2d(jnp.asarray(w0_full[0]), jnp.asarray(navier_stokes_forcing(16)),
-                                               1e-3, 2, 0.01, 2))
+        direct64 = np.asarray(_solve(w0_full[0], navier_stokes_forcing(16), 1e-3, 2, 0.01, 2))
     np.testing.assert_allclose(d["w"][0], direct64[:, ::2, ::2].transpose(1, 2, 0), rtol=0,
                                atol=1e-7 * np.abs(direct64).max())                # float32 rounding only
     with pytest.raises(ValueError, match="precision='float16' is unknown"):
