@@ -174,6 +174,7 @@ class TrainerConfig:
     devices: Optional[int] = None  # use the first N local devices (default: all)
     progress: bool = True
     plots: bool = True
+    tensorboard: bool = False  # also write the metrics as TensorBoard events under <run_dir>/tensorboard
     coordinator_address: Optional[str] = None
     num_processes: Optional[int] = None
     process_id: Optional[int] = None

@@ -6,7 +6,9 @@
   averages over real tokens, not over examples or batches, whatever the batch size or padding.
 * ``LossBuffer``: the step's loss and gradient norm stay on the device, fetched once per log interval.
 * ``MetricsLog``: one JSON object per line, ``{"step": ..., "loss": ..., "grad_norm": ...}`` or
-  ``{"step": ..., "split": ..., <metric>: ...}``.
+  ``{"step": ..., "split": ..., <metric>: ...}``; optionally mirrored to TensorBoard event files
+  (``trainer.tensorboard=true``: ``<run_dir>/tensorboard/``, written by tensorboardX's
+  ``SummaryWriter``; view with ``tensorboard --logdir <run_dir>/tensorboard``).
 """
 from __future__ import annotations
 
@@ -116,11 +118,15 @@ class MetricsLog:
     """Append-only JSONL file. On resume, rows past the restored step are dropped (they are redone).
 
     ``enabled=False`` (processes other than 0 of a multi-process run) writes nothing.
+    ``tensorboard``: a directory for TensorBoard event files mirroring every numeric value of every
+    row, tagged ``train/<key>`` for training rows and ``<split>/<key>`` for evaluations. On resume the
+    events past the restored step are purged as the JSONL rows are (tensorboardX's ``purge_step``).
     """
 
-    def __init__(self, path: str | pathlib.Path, resume_step: int | None = None, enabled: bool = True):
+    def __init__(self, path: str | pathlib.Path, resume_step: int | None = None, enabled: bool = True,
+                 tensorboard: str | pathlib.Path | None = None):
         self.path = pathlib.Path(path)
-        self._file = None
+        self._file = self._writer = None
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
@@ -131,14 +137,28 @@ class MetricsLog:
         elif resume_step is None and self.path.exists():
             self.path.unlink()  # a fresh run in a directory without checkpoints starts a fresh log
         self._file = open(self.path, "a", buffering=1)
+        if tensorboard is not None:
+            from tensorboardX import SummaryWriter
+
+            purge = None if resume_step is None else resume_step + 1
+            self._writer = SummaryWriter(str(tensorboard), purge_step=purge, flush_secs=30)
 
     def write(self, row: dict[str, Any]) -> None:
-        if self._file is not None:
-            self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        if self._file is None:
+            return
+        row = {k: _clean(v) for k, v in row.items()}
+        self._file.write(json.dumps(row) + "\n")
+        if self._writer is not None:
+            prefix = row.get("split") or "train"
+            for key, value in row.items():
+                if key not in ("step", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._writer.add_scalar(f"{prefix}/{key}", value, global_step=row["step"])
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:

@@ -299,7 +299,8 @@ class _Run:
         if start is not None:
             log.info("resumed from the checkpoint at step %d in %s", start, self.ckpt.directory)
         self.metrics_log = MetricsLog(self.trainer.run_dir / "metrics.jsonl", resume_step=start,
-                                      enabled=self.trainer.primary)
+                                      enabled=self.trainer.primary,
+                                      tensorboard=self.trainer.run_dir / "tensorboard" if self.cfg.tensorboard else None)
         self.start = self.saved = start or 0
 
     def where_saved(self) -> str:
