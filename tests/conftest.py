@@ -8,6 +8,7 @@ or Hydra's own ``compose``): its generated schemas are registered once, before t
 """
 import os
 import pathlib
+import sys
 
 import pytest
 
@@ -19,6 +20,7 @@ jax.config.update("jax_num_cpu_devices", 8)
 from experiments.config import register_schemas  # noqa: E402  (imports no JAX)
 
 EXPERIMENT_TESTS = pathlib.Path(__file__).parent / "experiments"
+sys.path.append(str(EXPERIMENT_TESTS))  # its helper modules (toy_tasks, published_layouts) for every test directory
 
 
 @pytest.fixture(scope="session")

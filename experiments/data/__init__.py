@@ -1,9 +1,13 @@
 """Every dataset the runner reads, and the one on-disk cache (``experiments.data.store``).
 
-Nothing is downloaded; every dataset is either generated from a seed or read from files that ship with
-Python or one of our dependencies, and cached through ``experiments.data.store.cached_arrays`` (a key
-hashed from the generator's config, an atomic write, ``DEFAULT_CACHE_DIR``, ``split_rng``):
+Nothing is downloaded. A generated dataset is made from a seed (or from files that ship with Python or one
+of our dependencies) and cached through ``experiments.data.store.cached_arrays`` (a key hashed from the
+generator's config, an atomic write, ``DEFAULT_CACHE_DIR``, ``split_rng``); a reader of files the user
+already has reads them where they lie (nothing copied or cached). The modules:
 
+* readers of published benchmark files and a user's own arrays: ``matfile`` / ``fno_files`` (the FNO
+  paper's MATLAB files), ``pdebench``, ``the_well`` (HDF5), ``arrays`` (fields), ``sequence_arrays``;
+  ``listops`` and ``pathfinder`` also read the LRA release (``path``);
 * field datasets of the operator tasks (``experiments.tasks.base.FieldDataset`` / ``TrajectoryDataset``),
   calling the numerics of ``operators.pde``: ``darcy``, ``burgers``, ``navier_stokes``;
 * sequence datasets (``experiments.tasks.base.SequenceDataset``, the contract of the sequence tasks):

@@ -50,15 +50,34 @@ the data does not depend on the number of worker processes. The LRA set has 200,
 it 160,000 / 20,000 / 20,000). ``features`` chooses the model input: "unit" (x / 255 in [0, 1], S4's
 ``configs/dataset/pathfinder.yaml``, center: false), "centered" ((x / 255 - 0.5) / 0.5, the S4 loader's
 Normalize(0.5, 0.5)) or "tokens" (the byte 0..255 as a token, S4's tokenize).
+
+Reading the LRA release instead (``path``): ``lra_release/pathfinder32/`` holds one folder per difficulty
+(``curv_baseline``, ``curv_contour_length_9``, ``curv_contour_length_14``; LRA's TFDS builder
+``lra_benchmarks/data/pathfinder.py`` names them easy / intermediate / hard, and the S4 loader
+``state-spaces/s4: src/dataloaders/lra.py`` (``PathFinderDataset``) reads the last). In each,
+``metadata/<batch>.npy`` files list the images, one per line, as fields separated by spaces (the rows
+of ``accumulate_meta`` in ``drewlinsley/pathfinder: snakes2.py``): the image's folder (``imgs/<batch>``),
+its file name (``sample_<i>.png``), the image's number, the label, then generator settings. As both
+readers do, the image is ``<difficulty>/<field 0>/<field 1>`` and the label ``int(field 3)``; the
+metadata files are read in the order of their numbers (S4), and empty image files are skipped (the
+release's ``curv_baseline/imgs/0/sample_172.png``: S4 blacklists it, LRA filters images of length 0).
+A metadata file saved by ``snakes.save_metadata`` itself (``np.save`` of the rows, binary despite the
+same extension) is read too. Images are read with PIL in grayscale (``convert("L")``, as S4) and must
+be ``window_size`` x ``window_size``. Neither reader's split can be replayed without its framework
+(TFDS order, torch's ``random_split`` with seed 42), so the split is a permutation drawn from ``seed``:
+``n_test`` images, then ``n_val`` (None: S4's 10% each), then ``n_train`` of the rest (None: all of it).
+Only the chosen images are read; nothing is cached.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -66,13 +85,19 @@ from PIL import Image, ImageDraw
 
 from experiments.data import check_sizes, progress_bar
 from experiments.data.store import DEFAULT_CACHE_DIR, cached_arrays, split_rng
+from experiments.errors import UserInputError
 
 PATHFINDER_GENERATOR_VERSION = 1
 CHUNK = 250              # images per random stream (and per task of a worker)
 PARALLEL_MIN_IMAGES = 1000
 FEATURES = ("unit", "centered", "tokens")
+RELEASE_SUBSETS = ("curv_baseline", "curv_contour_length_9", "curv_contour_length_14")
+S4_HELD_OUT = 0.1        # S4's val_split and test_split: the share of the images in each
 
-__all__ = ["Pathfinder", "PathfinderSettings", "Sample", "pathfinder_images", "pathfinder_sample"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["Pathfinder", "PathfinderSettings", "Sample", "pathfinder_folder_samples", "pathfinder_images",
+           "pathfinder_sample", "read_pathfinder_images"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -499,11 +524,101 @@ def pathfinder_images(n: int, split: str, seed: int = 0, settings: PathfinderSet
     return np.concatenate(images), np.concatenate(labels)
 
 
+# -- the LRA release's folders ------------------------------------------------------------------------
+
+def _listing(folder: Path) -> str:
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return f"{folder} holds {names}" if names else f"{folder} is empty or missing"
+
+
+def _metadata_rows(file: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of a metadata file: text lines split on whitespace, or an ``np.save``d array."""
+    with open(file, "rb") as f:
+        binary = f.read(6) == b"\x93NUMPY"
+    try:
+        if binary:
+            rows = np.load(file, allow_pickle=False)
+            return [(i + 1, [str(v) for v in np.atleast_1d(row)]) for i, row in enumerate(np.atleast_2d(rows))]
+        text = file.read_text(encoding="utf-8")
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"{file}: not a readable metadata file ({err})") from None
+    return [(i + 1, line.split()) for i, line in enumerate(text.splitlines()) if line.strip()]
+
+
+def pathfinder_folder_samples(path: str | Path, subset: str) -> tuple[list[tuple[Path, int]], int]:
+    """The (image file, label) pairs the metadata of one difficulty folder lists, and how many empty images
+    it skipped. ``path``: the release's ``pathfinder32/`` (holding ``subset``) or the difficulty folder itself."""
+    root = Path(path).expanduser()
+    if not (root / "metadata").is_dir():
+        if not (root / subset).is_dir():
+            raise UserInputError(f"data.dataset.path={str(path)!r} holds neither metadata/ nor the folder "
+                                 f"subset={subset!r} (the release's pathfinder32/ holds {', '.join(RELEASE_SUBSETS)}); "
+                                 f"{_listing(root)}")
+        root = root / subset
+    files = sorted((root / "metadata").glob("*.npy"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if
+                                                                    p.stem.isdigit() else 0, p.name))
+    if not files:
+        raise UserInputError(f"no metadata/*.npy file in {root} (the release's image lists); "
+                             f"{_listing(root / 'metadata')}")
+    samples, empty = [], 0
+    for file in files:
+        for line, fields in _metadata_rows(file):
+            where = f"{file}, line {line}"
+            if len(fields) < 4:
+                raise UserInputError(f"{where}: expected at least 4 fields (image folder, file name, number, "
+                                     f"label, ...), found {len(fields)}: {fields}")
+            if fields[3] not in ("0", "1"):
+                raise UserInputError(f"{where}: the label (field 4) must be 0 or 1, found {fields[3]!r}")
+            image = root / fields[0] / fields[1]
+            try:
+                size = image.stat().st_size
+            except OSError:
+                raise UserInputError(f"{where} names {image}, which does not exist; "
+                                     f"{_listing(image.parent)}") from None
+            if size == 0:
+                empty += 1
+                continue
+            samples.append((image, int(fields[3])))
+    return samples, empty
+
+
+def read_pathfinder_images(files: Sequence[Path], window_size: int, progress: bool = True) -> np.ndarray:
+    """Grayscale images (n, window_size^2) uint8, row-major, from PNG files."""
+    out = np.empty((len(files), window_size * window_size), np.uint8)
+    bar = progress_bar(range(len(files)), len(files), "Pathfinder images", progress, unit="image")
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                pixels = np.asarray(image.convert("L"))                     # (H, W) uint8
+        except (OSError, ValueError) as err:
+            raise UserInputError(f"{file}: not a readable image ({err})") from None
+        if pixels.shape != (window_size, window_size):
+            raise UserInputError(f"{file} is {pixels.shape[1]} x {pixels.shape[0]} pixels, not window_size="
+                                 f"{window_size}; set data.dataset.window_size to the release's resolution")
+        out[i] = pixels.reshape(-1)
+        next(bar, None)
+    for _ in bar:
+        pass
+    return out
+
+
+def _file_split_sizes(n: int, n_train: int | None, n_val: int | None, n_test: int | None) -> list[int]:
+    """Split sizes from ``n`` images: None is S4's 10% for val / test and the rest for train."""
+    val = int(S4_HELD_OUT * n) if n_val is None else n_val
+    test = int(S4_HELD_OUT * n) if n_test is None else n_test
+    train = n - val - test if n_train is None else n_train
+    if min(train, val, test) < 0 or train + val + test > n or train < 1:
+        raise UserInputError(f"the metadata lists {n} non-empty images, too few for n_train={n_train}, "
+                             f"n_val={n_val}, n_test={n_test}; lower them (null: S4's 80/10/10 split)")
+    return [train, val, test]
+
+
 class Pathfinder:
     """Pathfinder classification data (2 classes), sequences of window_size^2 pixels (row-major).
 
     Args:
-      n_train, n_val, n_test: images per split (S4 on the LRA set: 160,000 / 20,000 / 20,000).
+      n_train, n_val, n_test: images per split (S4 on the LRA set: 160,000 / 20,000 / 20,000). With
+        ``path``: drawn from the listed images; None: S4's 10% for val and test, the rest for train.
       features: the model input: "unit", "centered" or "tokens" (module docstring).
       seed: the random streams (one per split and chunk of images).
       window_size ... max_distractor_contour_retrial: the generator settings (``PathfinderSettings``;
@@ -512,6 +627,11 @@ class Pathfinder:
       workers: processes drawing images; None: all CPUs (at most 32) from 1,000 images on, else 1.
         Does not change the data.
       cache_dir: where the images are cached (does not change the data).
+      path: None draws the images; else the release's ``pathfinder32/`` folder (or one difficulty folder
+        in it), read instead (module docstring): the drawing settings other than window_size then do not
+        apply; seed draws the split.
+      subset: the difficulty folder read under ``path``: curv_baseline, curv_contour_length_9 or
+        curv_contour_length_14 (S4's, and the set the generator's defaults draw).
     """
 
     kind = "classification"
@@ -520,16 +640,20 @@ class Pathfinder:
     n_classes = 2
     volatile_keys = ("cache_dir", "workers")
 
-    def __init__(self, n_train: int = 160_000, n_val: int = 20_000, n_test: int = 20_000, features: str = "unit",
-                 seed: int = 0, window_size: int = 32, padding: int = 1, antialias_scale: int = 2,
-                 seed_distance: int = 7, marker_radius: float = 1.5, contour_length: int = 14,
+    def __init__(self, n_train: int | None = 160_000, n_val: int | None = 20_000, n_test: int | None = 20_000,
+                 features: str = "unit", seed: int = 0, window_size: int = 32, padding: int = 1,
+                 antialias_scale: int = 2, seed_distance: int = 7, marker_radius: float = 1.5, contour_length: int = 14,
                  paddle_length: int = 2, paddle_thickness: float = 0.5, paddle_margin: Sequence[int] = (1,),
                  continuity: float = 1.0, distractor_length: int | None = None,
                  num_distractor_snakes: int | None = None, snake_contrast: Sequence[float] = (2.0,),
                  paddle_contrast: Sequence[float] = (0.75,), max_paddle_retrial: int = 2,
                  max_distractor_contour_retrial: int = 4, workers: int | None = None,
-                 cache_dir: str = DEFAULT_CACHE_DIR):
-        check_sizes("Pathfinder", n_train=n_train, n_val=n_val, n_test=n_test)
+                 cache_dir: str = DEFAULT_CACHE_DIR, path: str | None = None, subset: str = "curv_contour_length_14"):
+        sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
+        if path is None and None in sizes.values():
+            raise UserInputError(f"Pathfinder: {sizes} has a null split size, which means S4's split of the "
+                                 f"release and applies only with data.dataset.path; give every size to draw images")
+        check_sizes("Pathfinder", **{k: v for k, v in sizes.items() if v is not None})
         if features not in FEATURES:
             raise ValueError(f"Pathfinder: features={features!r} is unknown; choose one of {FEATURES}")
         distractor_length = contour_length // 3 if distractor_length is None else distractor_length
@@ -542,6 +666,7 @@ class Pathfinder:
             max_paddle_retrial, max_distractor_contour_retrial)
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
         self.features, self.seed, self.workers, self.cache_dir = features, seed, workers, cache_dir
+        self.path, self.subset = path, subset
         self.seq_len = window_size * window_size
         self.vocab_size = 256 if features == "tokens" else None
 
@@ -558,14 +683,34 @@ class Pathfinder:
         out = {}
         for split, n in zip(self.splits, (self.n_train, self.n_val, self.n_test)):
             images, labels = pathfinder_images(n, split, self.seed, self.settings, self._workers(n), progress)
-            out[f"{split}_images"], out[f"{split}_label"] = images.reshape(n, -1), labels
+            out[f"{split}_images"], out[f"{split}_label"] = images.reshape(n, self.seq_len), labels
         return out
 
     def load(self, progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+        if self.path is not None:
+            return self._read_release(progress)
         data = cached_arrays(f"pathfinder{self.settings.window_size}", self.config(), lambda: self.generate(progress),
                              self.cache_dir, version=PATHFINDER_GENERATOR_VERSION)
         return {split: {"inputs": data[f"{split}_images"], "label": data[f"{split}_label"].astype(np.int32)}
                 for split in self.splits}
+
+    def _read_release(self, progress: bool) -> dict[str, dict[str, np.ndarray]]:
+        """The splits drawn from the images a release folder lists (module docstring)."""
+        samples, empty = pathfinder_folder_samples(self.path, self.subset)
+        if empty:
+            logger.info("Pathfinder: skipped %d empty image file(s) the metadata lists", empty)
+        n_train, n_val, n_test = _file_split_sizes(len(samples), self.n_train, self.n_val, self.n_test)
+        order = split_rng(self.seed, "release").permutation(len(samples))
+        # test first, then val, then train: the evaluation images do not change with n_train
+        bounds = {"test": (0, n_test), "val": (n_test, n_test + n_val),
+                  "train": (n_test + n_val, n_test + n_val + n_train)}
+        out = {}
+        for split in self.splits:
+            lo, hi = bounds[split]
+            chosen = np.sort(order[lo:hi])                                 # file order: sequential reads
+            images = read_pathfinder_images([samples[i][0] for i in chosen], self.settings.window_size, progress)
+            out[split] = {"inputs": images, "label": np.asarray([samples[i][1] for i in chosen], np.int32)}
+        return out
 
     def model_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Stored uint8 pixels (B, L) -> tokens (B, L) int32 or intensities (B, L, 1) float32."""

@@ -265,6 +265,8 @@ class TrajectoryDataset(GridDataset, Protocol):
 
     A ``GridDataset`` whose ``load`` gives ``(initial field, snapshots)`` with the snapshots
     ``(n, *grid, T)`` as channels, ``T = n_snapshots``. E.g. ``experiments.data.navier_stokes.NavierStokesFlow``.
+    Optional ``n_fields`` = C (absent: 1): C fields per snapshot, laid out time-major ``(n, *grid, T * C)``
+    (channel ``t * C + c``), as ``experiments.data.pdebench`` and ``experiments.data.the_well`` give them.
     """
 
     n_snapshots: int

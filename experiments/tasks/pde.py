@@ -104,7 +104,7 @@ class OperatorTask(Task):
             self.grids = {s: tuple(pde.spatial_shape(s)) for s in resolutions}
         except ValueError as err:
             raise UserInputError(f"{err}. Change data.train_resolution / data.test_resolutions, or the "
-                                 f"solve grid data.pde.resolution.") from None
+                                 f"data's grid (data.pde.resolution for generated data).") from None
         self.normalizer, self.loss_kind = GaussianNormalizer(normalizer), loss
         self.hs_a, self.hs_truncation = tuple(float(x) for x in hs_a), hs_truncation
         self._train: dict[str, np.ndarray] | None = None

@@ -18,6 +18,11 @@ The data is a *trajectory dataset*, the protocol ``experiments.tasks.base.Trajec
 (``load``, ``spatial_shape``, ``subsample``, ``volatile_keys``, ``n_snapshots``): its ``load`` returns
 ``(initial field, snapshots)`` with the snapshots ``(n, *grid, T)`` as channels, ``n_snapshots`` = T
 (e.g. ``experiments.data.navier_stokes.NavierStokesFlow``). The tasks check it when they are built.
+A dataset of several fields per snapshot (velocity components, reacting species) says so with an
+optional ``n_fields`` = C (absent: 1) and lays its snapshots out time-major, ``(n, *grid, T * C)`` with
+channel ``t * C + c`` = field c at time t (``experiments.data.pdebench``, ``experiments.data.the_well``);
+the rollout model then maps ``t_in * C`` channels to the ``C`` of the next step, and every per-step
+error is taken over all C fields of the step. The space-time task takes one field only.
 
 Metrics of both, per example then averaged over the split: ``rel_l2``, the relative L2 error of the
 whole predicted trajectory (the paper's reported number, its ``test_l2_full``); ``rel_l2_step``, the
@@ -43,9 +48,12 @@ from operators.losses import relative_lp
 __all__ = ["RolloutTask", "SpaceTimeTask"]
 
 
-def _per_step_relative_l2(pred: jax.Array, target: jax.Array) -> jax.Array:
-    """(batch, *grid, t) pairs -> (batch, t): the relative L2 error of every time step."""
-    axes = tuple(range(1, pred.ndim - 1))
+def _per_step_relative_l2(pred: jax.Array, target: jax.Array, n_fields: int = 1) -> jax.Array:
+    """(batch, *grid, t * n_fields) pairs (time-major channels) -> (batch, t): the relative L2 error of
+    every time step over all its fields."""
+    pred = pred.reshape(*pred.shape[:-1], -1, n_fields)  # (batch, *grid, t, n_fields)
+    target = target.reshape(pred.shape)
+    axes = (*range(1, pred.ndim - 2), pred.ndim - 1)
     num = jnp.sqrt(jnp.sum((pred - target) ** 2, axis=axes))
     den = jnp.sqrt(jnp.sum(target ** 2, axis=axes))
     return num / den
@@ -70,6 +78,7 @@ class _TrajectoryTask(Task):
                 f"{total}, the snapshots the data records (data.pde.t_final); lower them or record more")
         self.pde, self.n_train, self.n_test, self.n_val = pde, n_train, n_test, n_val
         self.t_in, self.t_out = int(t_in), t_out
+        self.n_fields = int(getattr(pde, "n_fields", 1))  # C fields per snapshot, channels time-major
         self.train_resolution = train_resolution
         self.volatile_keys = tuple(f"pde.{k}" for k in pde.volatile_keys)
         if n_val:
@@ -86,14 +95,15 @@ class _TrajectoryTask(Task):
         splits = {"train": self.n_train, "test": self.n_test}
         if self.n_val:
             splits["val"] = self.n_val
-        window = slice(0, self.t_in), slice(self.t_in, self.t_in + self.t_out)
+        c = self.n_fields
+        window = slice(0, self.t_in * c), slice(self.t_in * c, (self.t_in + self.t_out) * c)
         loaded = {name: self.pde.load(name, n, progress=progress)[1] for name, n in splits.items()}
         self._train_windows = {}  # the training windows at every evaluated grid (normalisers' statistics)
         for s in self.grids:
             for name, series in loaded.items():
                 if name == "val" and s != self.train_resolution:
                     continue
-                series_s = self.pde.subsample(series, s)  # (n, *grid, T)
+                series_s = self.pde.subsample(series, s)  # (n, *grid, T * C)
                 arrays = {"x": np.ascontiguousarray(series_s[..., window[0]], dtype=np.float32),
                           "y": np.ascontiguousarray(series_s[..., window[1]], dtype=np.float32)}
                 if name == "train":
@@ -118,16 +128,16 @@ class _TrajectoryTask(Task):
 
     def example_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
         grid = self.grids[self.train_resolution]
-        return {"x": jax.ShapeDtypeStruct((batch_size, *grid, self.t_in), jnp.float32),
-                "y": jax.ShapeDtypeStruct((batch_size, *grid, self.t_out), jnp.float32)}
+        return {"x": jax.ShapeDtypeStruct((batch_size, *grid, self.t_in * self.n_fields), jnp.float32),
+                "y": jax.ShapeDtypeStruct((batch_size, *grid, self.t_out * self.n_fields), jnp.float32)}
 
     def predict(self, model, batch: Mapping[str, jax.Array]) -> jax.Array:
-        """The predicted snapshots, ``(batch, *grid, t_out)`` in the targets' units."""
+        """The predicted snapshots, ``(batch, *grid, t_out * n_fields)`` in the targets' units."""
         raise NotImplementedError
 
     def metrics(self, model, batch: Mapping[str, jax.Array], split: str) -> dict[str, Mean]:
         pred = self.predict(model, batch)
-        steps = _per_step_relative_l2(pred, batch["y"])  # (batch, t_out)
+        steps = _per_step_relative_l2(pred, batch["y"], self.n_fields)  # (batch, t_out)
         out = {"rel_l2": Mean(relative_lp(pred, batch["y"], reduction="none")),
                "rel_l2_step": Mean(jnp.mean(steps, axis=1))}
         for k in range(self.t_out):
@@ -149,7 +159,7 @@ class _TrajectoryTask(Task):
         def errors(state, x, y):
             m = nnx.merge(graphdef, state, copy=True)
             pred = self.predict(m, {"x": x, "y": y})
-            return _per_step_relative_l2(pred, y), pred[0]
+            return _per_step_relative_l2(pred, y, self.n_fields), pred[0]
 
         chunk, per_step, first = 8, [], None
         for lo in range(0, data["x"].shape[0], chunk):
@@ -178,7 +188,9 @@ class _TrajectoryTask(Task):
 
 
 class RolloutTask(_TrajectoryTask):
-    """Autoregressive rollout: ``model`` maps ``(batch, *grid, t_in)`` to the next snapshot ``(batch, *grid, 1)``.
+    """Autoregressive rollout: ``model`` maps ``(batch, *grid, t_in * C)`` to the next snapshot ``(batch, *grid, C)``.
+
+    C = ``pde.n_fields`` (1 unless the dataset says otherwise; see the module docstring).
 
     Args:
       pde: the trajectory dataset (``TrajectoryDataset``, see the module docstring).
@@ -195,29 +207,34 @@ class RolloutTask(_TrajectoryTask):
         super().__init__(pde, n_train, n_test, t_in, t_out, train_resolution, test_resolutions, n_val)
 
     def model_settings(self) -> dict[str, int]:
-        return {"in_channels": self.t_in, "out_channels": 1,
+        return {"in_channels": self.t_in * self.n_fields, "out_channels": self.n_fields,
                 "spatial_dims": len(self.grids[self.train_resolution])}
 
     def check_model(self, model, batch_size: int) -> None:
         example = self.example_batch(batch_size)
         out = eval_shape_or_error(model, example["x"])
-        want = (*example["x"].shape[:-1], 1)
+        want = (*example["x"].shape[:-1], self.n_fields)
         if out.shape != want:
             raise UserInputError(f"the rollout model must map the last t_in={self.t_in} snapshots "
                                  f"{example['x'].shape} to the next one {want}; it gives {out.shape}. Set "
-                                 f"model.in_channels={self.t_in} and model.out_channels=1")
+                                 f"model.in_channels={self.t_in * self.n_fields} and "
+                                 f"model.out_channels={self.n_fields}")
 
     def predict(self, model, batch: Mapping[str, jax.Array]) -> jax.Array:
-        def step(window, _):
-            nxt = model(window)  # (batch, *grid, 1)
-            return jnp.concatenate([window[..., 1:], nxt], axis=-1), nxt[..., 0]
+        c = self.n_fields
 
-        _, preds = jax.lax.scan(step, batch["x"], None, length=self.t_out)  # (t_out, batch, *grid)
-        return jnp.moveaxis(preds, 0, -1)  # (batch, *grid, t_out)
+        def step(window, _):
+            nxt = model(window)  # (batch, *grid, C)
+            return jnp.concatenate([window[..., c:], nxt], axis=-1), nxt
+
+        _, preds = jax.lax.scan(step, batch["x"], None, length=self.t_out)  # (t_out, batch, *grid, C)
+        preds = jnp.moveaxis(preds, 0, -2)  # (batch, *grid, t_out, C)
+        return preds.reshape(*preds.shape[:-2], self.t_out * c)  # (batch, *grid, t_out * C), time-major
 
     def loss(self, model, batch: Mapping[str, jax.Array]) -> jax.Array:
         """Sum over the rolled-out steps of the per-step relative L2, averaged over the batch."""
-        return jnp.mean(jnp.sum(_per_step_relative_l2(self.predict(model, batch), batch["y"]), axis=1))
+        steps = _per_step_relative_l2(self.predict(model, batch), batch["y"], self.n_fields)
+        return jnp.mean(jnp.sum(steps, axis=1))
 
 
 class SpaceTimeTask(_TrajectoryTask):
@@ -234,6 +251,9 @@ class SpaceTimeTask(_TrajectoryTask):
         if normalizer not in ("pointwise", "global", "none"):
             raise UserInputError(f"data.normalizer={normalizer!r} is unknown; choose pointwise, global or none")
         super().__init__(pde, n_train, n_test, t_in, t_out, train_resolution, test_resolutions, n_val)
+        if self.n_fields != 1:
+            raise UserInputError(f"the space-time task takes one field per snapshot; data.pde has "
+                                 f"{self.n_fields} (n_fields). Use the rollout task, or select one field")
         self.normalizer = GaussianNormalizer(normalizer)
         self._stats: dict[tuple, tuple[jax.Array, ...]] = {}
 

@@ -18,10 +18,12 @@ from typing import Any, Dict, List, Literal, Optional, Sequence
 from unittest import mock
 
 import flax.nnx as nnx
+import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.io
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import MISSING, OmegaConf
@@ -32,6 +34,8 @@ from experiments.config import (CONFIG_DIR, ConfigSchemaError, compose, omegacon
 from experiments.tasks.base import eval_shape_or_error
 from experiments.trainer import TrainerConfig, count_params
 from operators.fno import FNO, pad_cells
+
+from published_layouts import write_well_file
 
 OPTIONS = sorted(option_files())
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -102,7 +106,34 @@ def required_inputs(tmp_path_factory):
     run = tmp_path_factory.mktemp("previous_run")
     (run / "metrics.jsonl").write_text("".join(f'{{"step": {s}, "loss": 1.0, "grad_norm": {g}}}\n'
                                                for s, g in [(10, 3.0), (20, 2.0), (30, 1.0)]))
-    return {("schedule", "refined"): [f"schedule.grad_norms={run}"]}
+    files = tmp_path_factory.mktemp("user_files")
+    rng = np.random.default_rng(0)
+    scipy.io.savemat(files / "fields.mat", {"coeff": rng.random((4, 9, 9)), "sol": rng.random((4, 9, 9)),
+                                            "a": rng.random((4, 8)), "u": rng.random((4, 8))})
+    scipy.io.savemat(files / "ns.mat", {"a": rng.random((4, 8, 8)), "u": rng.random((4, 8, 8, 4))})
+    np.savez(files / "fields.npz", x=rng.random((4, 8, 8, 1)), y=rng.random((4, 8, 8, 1)))
+    np.savez(files / "seq.npz", inputs=rng.integers(0, 5, (4, 8)).astype(np.uint8), labels=np.arange(4) % 2)
+    with h5py.File(files / "pdebench.hdf5", "w") as f:  # PDEBench's 1-D single-array layout
+        f["tensor"] = rng.random((4, 12, 16), dtype=np.float32)
+        f["x-coordinate"] = np.linspace(0, 1, 16, dtype=np.float32)
+        f["t-coordinate"] = np.linspace(0, 1, 13, dtype=np.float32)
+    w = rng.random((4, 6, 8, 8), dtype=np.float32)
+    write_well_file(files / "well.hdf5", w, np.stack([w, -w], -1))
+    return {("schedule", "refined"): [f"schedule.grad_norms={run}"],
+            ("data", "darcy_mat"): [f"data.pde.train_path={files / 'fields.mat'}", "data.train_resolution=5",
+                                    "data.test_resolutions=[9]", "data.n_train=2", "data.n_test=2"],
+            ("data", "burgers_mat"): [f"data.pde.train_path={files / 'fields.mat'}", "data.train_resolution=4",
+                                      "data.test_resolutions=[8]", "data.n_train=2", "data.n_test=2"],
+            ("data", "navier_stokes_mat"): [f"data.pde.train_path={files / 'ns.mat'}", "data.train_resolution=4",
+                                            "data.test_resolutions=[8]", "data.t_in=2", "data.t_out=2",
+                                            "data.n_train=2", "data.n_test=2"],
+            ("data", "arrays"): [f"data.pde.train_path={files / 'fields.npz'}", "data.train_resolution=8",
+                                 "data.n_train=2", "data.n_test=2"],
+            ("data", "pdebench"): [f"data.path={files / 'pdebench.hdf5'}", "data.t_in=2", "data.n_train=3",
+                                   "data.n_test=1"],
+            ("data", "the_well"): [f"data.path={files / 'well.hdf5'}", "data.fields=[vorticity]", "data.n_train=2",
+                                   "data.n_test=1"],
+            ("data", "sequence_arrays"): [f"data.dataset.train_path={files / 'seq.npz'}", "data.dataset.n_test=2"]}
 
 
 def _inside_nested_partial(root, dotted: str) -> bool:
