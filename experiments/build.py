@@ -9,17 +9,22 @@ training run builds::
     model = build_model(cfg, task)            # cfg.model fitted to the data first (fit_model_config)
     make_tx = make_optimizer(cfg, model)      # make_tx(steps_per_epoch, total_steps)
 
+A trained run comes back through ``restore_trained`` (config -> task and model -> ``restore_model``,
+the model's part of the latest Orbax checkpoint): the tables, ``experiments.load_run`` and the
+predict / evaluate / export CLIs all restore through it.
+
 JAX, Flax, Orbax and the targets' modules are imported inside the functions that need them: the
-table CLI imports this module (``restore_trained``) to list its arguments, and a table that only
-reads results should not pay for them.
+table CLI imports this module to list its arguments, and a table that only reads results should
+not pay for them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
 import pathlib
-from typing import Any
+from typing import Any, Iterator
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -156,45 +161,125 @@ def run_fingerprint(cfg: DictConfig, task) -> dict[str, str]:
     return run_identity({**parts, "seed": cfg.seed}, volatile={"data": task.volatile_keys})
 
 
-def restore_trained(run_dir: str | pathlib.Path, cfg: DictConfig | None = None, *, setup: bool = False,
-                    missing: str = "train it first") -> tuple[DictConfig, Any, Any]:
-    """``(config, model, task)`` of a run directory of ``experiments.train``: the model in its latest
-    checkpoint's state, in eval mode.
+CONFIG_FILE = pathlib.Path(".hydra") / "config.yaml"
 
-    Model, task and optimizer are rebuilt from ``.hydra/config.yaml`` (or ``cfg``) as the runner built
-    them, including the model settings the data decides (``fit_model_config``), so
-    the checkpoint's structure matches. ``setup``: also set the task up (its data loaded from the
-    cache, or generated). ``missing``: what to do when the run has no checkpoint (in the error).
-    """
-    import flax.nnx as nnx
 
-    from experiments.checkpoint import Checkpointer
-    from experiments.trainer import init_train_state
+def saved_config(run_dir: str | pathlib.Path, config_file: str | pathlib.Path = CONFIG_FILE) -> DictConfig:
+    """The config a run (or an exported model) was built from, ``run_dir / config_file``; a target that
+    moved since (``experiments.checkpoint.MOVED_TARGETS``) is renamed, so an old run still rebuilds."""
+    from experiments.checkpoint import renamed_targets
 
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise UserInputError(f"run directory {str(run_dir)!r} does not exist or is not a directory")
-    if cfg is None:
-        config_path = run_dir / ".hydra" / "config.yaml"
-        if not config_path.is_file():
-            raise UserInputError(f"{run_dir} has no .hydra/config.yaml; pass a run directory of experiments.train")
-        from experiments.checkpoint import renamed_targets  # a run saved before a target moved
+    path = run_dir / config_file
+    if not path.is_file():
+        raise UserInputError(f"{run_dir} has no {config_file}; pass a run directory of experiments.train "
+                             f"(or a directory written by experiments.export)")
+    return OmegaConf.create(renamed_targets(OmegaConf.to_container(OmegaConf.load(path))))
 
-        cfg = OmegaConf.create(renamed_targets(OmegaConf.to_container(OmegaConf.load(config_path))))
+
+def restore_trained(run_dir: str | pathlib.Path, cfg: DictConfig | None = None, *, missing: str = "train it first",
+                    recorded_versions: dict[str, str] | None = None) -> tuple[DictConfig, Any, Any]:
+    """``(config, model, task)`` of a run directory of ``experiments.train`` (or of ``experiments.export``):
+    the model in its latest checkpoint's state, in eval mode.
+
+    Model and task are rebuilt from ``.hydra/config.yaml`` (or ``cfg``) as the runner built them,
+    including the model settings the data decides (``fit_model_config``), so the checkpoint's structure
+    matches; only the model's part of the checkpoint is read (``restore_model``), so no optimizer is
+    built and no data is needed: the task is not set up (``experiments.load.Run.task`` sets it up on
+    first use). ``missing``: what to do when the run has no checkpoint (in the error).
+    ``recorded_versions``: the package versions the checkpoint was written with, named beside the
+    installed ones when the model no longer matches it.
+    """
+    run_dir = pathlib.Path(run_dir)
+    if cfg is None:
+        cfg = saved_config(run_dir)
+    elif not run_dir.is_dir():
+        raise UserInputError(f"run directory {str(run_dir)!r} does not exist or is not a directory")
     task = build_task(cfg)
     model = build_model(cfg, task)
-    if setup:
-        task.setup(progress=False)
-    ckpt = Checkpointer(run_dir / "checkpoints")
-    try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise UserInputError(f"{run_dir} holds no checkpoint; {missing}")
-        tx = make_optimizer(cfg, model)(task.steps_per_epoch(int(cfg.trainer.batch_size)), step)
-        _, like = init_train_state(model, tx)
-        state, _ = ckpt.restore(step, like)
-    finally:
-        ckpt.close()
+    restore_model(model, run_dir / "checkpoints", missing=f"{run_dir} holds no checkpoint; {missing}",
+                  recorded_versions=recorded_versions)
+    return cfg, model, task
+
+
+def restore_model(model, directory: pathlib.Path, *, missing: str,
+                  recorded_versions: dict[str, str] | None = None) -> int:
+    """Update ``model`` in place to the parameters and other state (``rest``) of the latest Orbax
+    checkpoint in ``directory``, put it in eval mode, and return the step.
+
+    Reads a training checkpoint (``{step, params, rest, opt_state}``, experiments/trainer.py) or an
+    exported one (``{params, rest}``) alike: only ``params`` and ``rest`` are restored (Orbax's partial
+    restore), read-only, so the directory is never written. Before reading, the checkpoint's parameter
+    paths and shapes are compared with the model's: a difference (the installed code builds another
+    model than the one saved) is a ``UserInputError`` listing the differences and the package versions.
+    """
+    import flax.nnx as nnx
+    import jax
+    import orbax.checkpoint as ocp
+
+    with _read_only_checkpoints(directory, missing) as (mngr, step):
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        like = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "rest": rest})
+        saved = mngr.item_metadata(step)["state"]
+        saved = {k: saved.tree[k] for k in ("params", "rest") if k in saved.tree}
+        _check_same_structure(saved, like, directory / str(step), recorded_versions)
+        restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(dtype=s.dtype, sharding=s.sharding), like)
+        state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=like, restore_args=restore_args, partial_restore=True))).state
     nnx.update(model, state["params"], state["rest"])
     model.eval()
-    return cfg, model, task
+    return step
+
+
+@contextlib.contextmanager
+def _read_only_checkpoints(directory: pathlib.Path, missing: str) -> Iterator[tuple[Any, int]]:
+    """``(manager, latest step)`` of an Orbax checkpoint directory opened read-only; ``missing`` when empty."""
+    import orbax.checkpoint as ocp
+
+    directory = pathlib.Path(directory).absolute()
+    if not (directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())):
+        raise UserInputError(missing)
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+    absl = logging.getLogger("absl")  # Orbax warns that the directory is read only: here it is meant to be
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        mngr = ocp.CheckpointManager(directory, options=options, item_handlers={
+            "state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+    finally:
+        absl.setLevel(level)
+    try:
+        step = mngr.latest_step()
+        if step is None:
+            raise UserInputError(missing)
+        yield mngr, step
+    finally:
+        mngr.close()
+
+
+def _check_same_structure(saved: dict, like: dict, where: pathlib.Path, recorded: dict[str, str] | None) -> None:
+    """``UserInputError`` when the checkpoint's arrays (paths, shapes) differ from the model's."""
+    import jax
+
+    def shapes(tree) -> dict[str, tuple]:
+        leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+        return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape) for path, leaf in leaves}
+
+    old, new = shapes(saved), shapes(like)
+    diffs = [f"{k}: saved {old.get(k, 'absent')}, built {new.get(k, 'absent')}"
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diffs:
+        from experiments.cost import versions
+
+        installed = versions()
+        recorded = recorded or {}
+        changed = {k: f"{recorded.get(k, '?')} -> {installed.get(k, '?')}"
+                   for k in sorted(set(recorded) | set(installed)) if recorded.get(k) != installed.get(k)}
+        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise UserInputError(
+            f"the checkpoint in {where} does not fit the model the installed project builds from its config "
+            f"({len(diffs)} arrays differ: {shown}). Package versions recorded -> installed: "
+            f"{changed or 'unchanged'}{'' if recorded else ' (none recorded)'}. Install the recorded versions "
+            f"of the project and its packages to load it, or retrain with the installed ones")

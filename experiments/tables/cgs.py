@@ -31,8 +31,8 @@ import pathlib
 import time
 from typing import Any
 
-from experiments.build import restore_trained
 from experiments.errors import UserInputError
+from experiments.load import load_run
 from experiments.tables.figures import bar_chart
 from experiments.tables.formatting import format_count, format_metric, format_seconds
 from experiments.tables.output import Table, markdown_table
@@ -71,8 +71,8 @@ def restore(run: Run):
     cfg = run.config
     if cfg is None:
         raise UserInputError(f"{run.label}: no readable .hydra/config.yaml ({run.config_error})")
-    _, model, task = restore_trained(run.path, cfg, setup=True, missing="train it first, or pass --no-timing")
-    return model, task, int(cfg.trainer.batch_size)
+    trained = load_run(run.path, missing="train it first, or pass --no-timing")
+    return trained.model, trained.task, int(cfg.trainer.batch_size)
 
 
 def _best_time(fn, args, repeats: int) -> float:

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.build import restore_trained
 from experiments.errors import UserInputError
+from experiments.load import load_run
 from experiments.tables.figures import bar_chart
 from experiments.tables.formatting import format_count, format_metric, format_seconds
 from experiments.tables.output import Table, markdown_table
@@ -121,7 +121,8 @@ def predict_bands(run: Run) -> dict[str, dict[str, float]]:
     import jax
     import jax.numpy as jnp
 
-    _, model, task = restore_trained(run.path, cfg, setup=True, missing="use --no-bands")
+    trained = load_run(run.path, missing="use --no-bands")
+    model, task = trained.model, trained.task
     forward = nnx.jit(lambda m, x: task.predict(m, {"x": x}))
     bands = {}
     for split, data in task.evals.items():

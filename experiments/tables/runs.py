@@ -27,8 +27,8 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from experiments.build import restore_trained
 from experiments.errors import UserInputError
+from experiments.load import load_run
 
 ABSENT = object()  # the default of Run.config_value: the key is not in the config
 
@@ -223,5 +223,6 @@ def train_run(experiment: str, overrides: list[str], run_dir: pathlib.Path) -> p
 
 def load_trained(run_dir: str | pathlib.Path) -> tuple[Any, Any, Any]:
     """``(config, model, task)`` of a run directory: the model in its latest checkpoint's state; the task
-    is not set up (no data generated). See ``experiments.build.restore_trained``."""
-    return restore_trained(run_dir, missing="train it first (or rerun its command to finish it)")
+    is not set up (no data generated). See ``experiments.load.load_run``."""
+    run = load_run(run_dir, missing="train it first (or rerun its command to finish it)")
+    return run.cfg, run.model, run.bare_task
