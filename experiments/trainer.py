@@ -288,6 +288,12 @@ class _Run:
         """Restore the latest checkpoint of the run directory, if any; open the metrics log."""
         def accept(step: int, meta: dict) -> None:
             check_same_run(meta, self.trainer.identity, self.ckpt.directory)
+            written_for = meta.get("total_steps")  # absent in checkpoints of older versions
+            if written_for is not None and written_for != total_steps:
+                log.warning("the checkpoint at step %d was written by a run of %d steps; this run has %d. The "
+                            "learning-rate schedule is rebuilt for %d steps, so unless it is constant the resumed "
+                            "run is not the uninterrupted %d-step run (it continues on the new schedule)",
+                            step, written_for, total_steps, total_steps, total_steps)
             if step > total_steps:
                 raise UserInputError(
                     f"the run directory already holds a checkpoint at step {step}, past this run's length "
@@ -302,6 +308,7 @@ class _Run:
                                       enabled=self.trainer.primary,
                                       tensorboard=self.trainer.run_dir / "tensorboard" if self.cfg.tensorboard else None)
         self.start = self.saved = start or 0
+        self.total_steps = total_steps
 
     def where_saved(self) -> str:
         self.ckpt.wait()
@@ -319,7 +326,7 @@ class _Run:
         self.log_losses(step)  # so nothing saved ever follows a non-finite loss
         if self.saved != step:
             self.ckpt.save(step, self.state, {"step": step, "epoch": step / self.steps_per_epoch,
-                                              "fingerprint": self.trainer.identity})
+                                              "total_steps": self.total_steps, "fingerprint": self.trainer.identity})
             self.saved = step
 
     def evaluate(self, step: int) -> dict[str, dict[str, float]]:

@@ -79,6 +79,7 @@ def test_check_model_names_the_feature_sizes():
         NodeRegression(object())
 
 
+@pytest.mark.slow  # a training through the trainer (~18 s of CPU)
 def test_cgs_trains_on_graph_value_iteration_through_the_trainer(tmp_path):
     """The runner's loop with padded graph batches sharded over 2 devices: the loss falls and the test
     metrics come out per split (predicting 0 everywhere would score MAPE 100). The smallest CGS (4 heads, one

@@ -15,6 +15,7 @@ import math
 import pathlib
 
 import numpy as np
+import pytest
 
 from experiments.table import main
 from experiments.tables import TABLES
@@ -74,6 +75,7 @@ def test_hard_qp_has_the_stated_structure_and_solution():
     assert np.all(b == 0.25) and h[-1] == 0.25 and np.count_nonzero(h) == 1
 
 
+@pytest.mark.slow  # every solver run to its budget (~17 s of CPU)
 def test_matrix_game_table_in_process(tmp_path, capsys):
     out = tmp_path / "mg"
     assert main(["halpern_matrix_game", "--epochs", "20", "--n", "30", "--levels", "0.3,1e-12",

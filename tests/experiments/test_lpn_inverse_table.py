@@ -9,6 +9,7 @@ import argparse
 import csv
 
 import numpy as np
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -17,6 +18,7 @@ from experiments.tables import lpn_inverse
 from experiments.train import run
 
 
+@pytest.mark.slow  # a table from a trained run (~50 s of CPU)
 def test_lpn_inverse_table_builds_from_a_tiny_run(tmp_path, monkeypatch):
     monkeypatch.setenv("NEURAL_LAX_CACHE", str(tmp_path / "cache"))
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):

@@ -1,8 +1,8 @@
 """`python -m experiments.train` as a user runs it: subprocesses, real Hydra, real data, real Orbax.
 
 One real run of the command per behaviour of it: a run's outputs (FNO on Darcy solved on 33 x 33,
-trained at 17 x 17), resume after SIGKILL, exit 143 on SIGTERM, exit 2 on bad input (two processes
-that disagree), a multirun sweep, two processes of one run. Where the model does not matter the
+trained at 17 x 17), exit 2 on bad input (two processes that disagree), a multirun sweep, two
+processes of one run (resume after SIGKILL and SIGTERM, bit for bit: test_resume_exact.py). Where the model does not matter the
 runs train the toy regression task of toy_tasks.py (tests/experiments/configs), which starts in
 seconds. What bad input and a NaN loss report, the refined schedule built from a previous run's log,
 and the runs that only serve as references, are run in-process with ``experiments.train.run``, the
@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from hydra.errors import ConfigCompositionException, InstantiationException
@@ -60,11 +58,6 @@ def train(env, run_dir, *overrides, check=True, **kw):
     return proc
 
 
-def start(env, run_dir, *overrides):
-    return subprocess.Popen(command(run_dir, *overrides), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
 @pytest.fixture(scope="module")
 def in_process(env):
     """``run(run_dir, *overrides, devices=1)``: ``experiments.train.run`` of the composed config in this
@@ -86,20 +79,7 @@ def committed_steps(run_dir) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
 
-def wait_for_checkpoint(proc, run_dir, timeout=120.0) -> int:
-    t = time.monotonic()
-    while time.monotonic() - t < timeout:
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended (exit {proc.returncode}) before it was interrupted:\n"
-                                 f"{proc.stdout.read()}")
-        steps = committed_steps(run_dir)
-        if steps:
-            return steps[-1]
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("no checkpoint appeared")
-
-
+@pytest.mark.slow  # subprocesses of the runner
 def test_default_outputs(env, tmp_path):
     run = tmp_path / "run"
     train(env, run, *TINY, "trainer.epochs=4")
@@ -123,56 +103,9 @@ def test_default_outputs(env, tmp_path):
     assert committed_steps(run) == [20]
 
 
-# -- interrupted runs -------------------------------------------------------------------------------
-# The toy task for 1000 steps (a few seconds), checkpointed every 100: interrupted after its first
-# checkpoint, a run has most of its steps still to do.
-LONG = [*TOY, *CONSTANT, "trainer.max_steps=1000", "trainer.ckpt_every=100", "trainer.log_every=50"]
+# Interrupted runs (SIGKILL, SIGTERM, mid-epoch, bit for bit): test_resume_exact.py.
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(in_process, tmp_path_factory) -> dict:
-    """The results of the LONG run, uninterrupted."""
-    return in_process(tmp_path_factory.mktemp("uninterrupted") / "run", *LONG)
-
-
-def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(env, tmp_path, uninterrupted):
-    env = toy_env(env)
-    run = tmp_path / "killed"
-    proc = start(env, run, *LONG)
-    wait_for_checkpoint(proc, run)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    assert not (run / "results.json").exists()
-    at_kill = committed_steps(run)[-1]
-    assert 0 < at_kill < 1000
-
-    train(env, run, *LONG)  # the same command again
-    res = json.loads((run / "results.json").read_text())
-    assert res["resumed_from_step"] >= at_kill > 0
-    for split, values in uninterrupted["metrics"].items():
-        for k, v in values.items():
-            assert res["metrics"][split][k] == pytest.approx(v, rel=1e-5, abs=0), (split, k)
-    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "split" not in r]
-    assert steps == list(range(50, 1001, 50))  # rows past the checkpoint were redone, not duplicated
-
-
-def test_sigterm_saves_and_exits_cleanly(env, in_process, tmp_path):
-    run = tmp_path / "term"
-    proc = start(toy_env(env), run, *LONG)
-    first = wait_for_checkpoint(proc, run)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 143, out
-    assert "rerun the same command to resume" in out and "Traceback" not in out
-    saved = committed_steps(run)[-1]
-    assert saved >= first
-    res = in_process(run, *LONG)  # what the same command runs (the command itself reruns in the SIGKILL test)
-    assert res["resumed_from_step"] == saved
-    assert json.loads((run / "results.json").read_text())["resumed_from_step"] == saved
-
-
-# -- bad input --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("overrides, message", [
     (["model.widht=3"], "widht"),
     (["model=transformer_xl"], "transformer_xl"),
@@ -200,6 +133,7 @@ def test_nan_loss_stops_the_run_with_a_message(in_process, tmp_path):
                    "trainer.log_every=5")
 
 
+@pytest.mark.slow  # subprocesses of the runner
 def test_multirun_sweep(env, tmp_path, capsys):
     from experiments.table import main as table_main
 
@@ -259,12 +193,14 @@ def start_two_processes(env, run_dirs, *overrides):
     return outs, [p.returncode for p in procs]
 
 
+@pytest.mark.slow  # subprocesses of the runner
 def test_processes_of_one_run_must_share_the_run_directory(env, tmp_path):
     outs, codes = start_two_processes(env, [tmp_path / "a", tmp_path / "b"])
     assert codes == [2, 2], outs
     assert all("disagree on the run directory" in o and "Traceback" not in o for o in outs)
 
 
+@pytest.mark.slow  # subprocesses of the runner
 def test_two_processes_train_like_one_process_with_as_many_devices(env, in_process, tmp_path):
     """2 processes x 2 CPU devices (localhost coordinator) == 1 process x 4 devices, parameter for parameter.
 

@@ -1,7 +1,7 @@
 """The trainer against oracles: one device == eight devices, resume == uninterrupted, NaN stops cleanly."""
 from __future__ import annotations
 
-import json
+import logging
 
 import flax.nnx as nnx
 import jax
@@ -99,13 +99,16 @@ def test_fit_learns_and_writes_logs(tmp_path):
     assert res["step"] == 200 and res["resumed_from_step"] == 0
 
 
-def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
-    # A constant learning rate, so that the 20-step run is a prefix of the 40-step one.
+def test_a_finished_run_extended_to_more_steps_continues_from_its_checkpoint(tmp_path, caplog):
+    # A constant learning rate, so that the 20-step run is a prefix of the 40-step one. (Interruptions
+    # are tested bit for bit in test_resume_exact.py.)
     const = lambda spe, total: adam(3e-3)  # noqa: E731
     full = _fit(tmp_path, "full", max_steps=40, make_tx=const)
     _fit(tmp_path, "split", max_steps=20, make_tx=const)             # stops at step 20 (checkpointed)
-    resumed = _fit(tmp_path, "split", max_steps=40, make_tx=const)   # same run dir: resumes at 20
+    with caplog.at_level(logging.WARNING, logger="experiments.trainer"):
+        resumed = _fit(tmp_path, "split", max_steps=40, make_tx=const)   # same run dir: resumes at 20
     assert resumed["resumed_from_step"] == 20
+    assert "written by a run of 20 steps; this run has 40" in caplog.text  # the schedule is rebuilt: said
     assert resumed["metrics"]["test"]["mse"] == pytest.approx(full["metrics"]["test"]["mse"], rel=1e-6)
     steps = [r["step"] for r in read_metrics(tmp_path / "split" / "metrics.jsonl") if "split" not in r]
     assert steps == sorted(set(steps))  # no duplicated rows after resume

@@ -178,6 +178,7 @@ def test_padded_batch_equals_each_graph_alone(make):
         assert (out[g, alone.shape[0]:] == 0).all()
 
 
+@pytest.mark.slow  # compiles both solvers and their gradients (~16 s of CPU)
 def test_cgs_iterative_model_equals_direct_model_values_and_gradients():
     """The whole model: while_loop + implicit backward against dense solves + autodiff (float64)."""
     with jax.enable_x64(True):

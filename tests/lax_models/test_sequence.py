@@ -333,6 +333,7 @@ def _learn_assoc_recall(gate, steps=200, vocab=10, input_seq_len=16, lr=1e-2):
     return _train(model, objective, batches, lr)
 
 
+@pytest.mark.slow  # a training to high accuracy (~25 s of CPU)
 def test_the_hyena_gate_learns_associative_recall():
     """The gate's products (k * v binds a value to its key, q * reads the sum by the query) solve
     in-context recall (4 keys, 8 pairs) in one block: chance is 1/4, and the plain block stays far below."""
