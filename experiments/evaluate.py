@@ -10,7 +10,8 @@ followed by these, through Hydra's compose as ``experiments.config.compose`` doe
 or a wrong type is an error), and the run's config takes the composed ``data`` node; the model, its
 checkpoint and everything else stay the run's. Only ``data`` may change (a different model could not
 load the checkpoint). The metrics (``experiments.load.Run.evaluate``) are written to
-``RUN_DIR/eval_<NAME>.json``; the checkpoints are only read. Bad input is reported on one line
+``RUN_DIR/eval_<NAME>.json`` and the sample plots of every split to ``RUN_DIR/plots/eval_<NAME>/``
+(``--no-plots``: none); the checkpoints are only read. Bad input is reported on one line
 (exit status 2).
 """
 from __future__ import annotations
@@ -68,14 +69,16 @@ def eval_name(overrides: list[str]) -> str:
     return name or "default"
 
 
-def evaluate(run_dir: pathlib.Path, overrides: list[str], name: str | None = None) -> pathlib.Path:
-    """Evaluate the run on the composed data and write ``run_dir/eval_<name>.json``; returns its path."""
+def evaluate(run_dir: pathlib.Path, overrides: list[str], name: str | None = None, plots: bool = True) -> pathlib.Path:
+    """Evaluate the run on the composed data and write ``run_dir/eval_<name>.json`` and (``plots``) the
+    task's sample plots of every split in ``run_dir/plots/eval_<name>/``; returns the JSON's path."""
     from experiments.load import load_run
 
     run = load_run(run_dir)
     data = data_config(run_dir, overrides) if overrides else None
-    metrics = run.evaluate(data)
-    out = run_dir / f"eval_{name or eval_name(overrides)}.json"
+    name = name or eval_name(overrides)
+    metrics = run.evaluate(data, plots=run_dir / "plots" / f"eval_{name}" if plots else None)
+    out = run_dir / f"eval_{name}.json"
     record = {"overrides": overrides, "metrics": metrics,
               "data": OmegaConf.to_container(data if data is not None else run.cfg.data, resolve=True)}
     out.write_text(json.dumps(record, indent=2) + "\n")
@@ -87,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=pathlib.Path, metavar="RUN_DIR")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the data: data=NAME, data.key=value")
     p.add_argument("--name", help="names the output eval_<NAME>.json (default: from the overrides)")
+    p.add_argument("--no-plots", action="store_true", help="skip the sample plots (plots/eval_<NAME>/)")
     args = p.parse_args(argv)
     try:
-        out = evaluate(args.run_dir, list(args.overrides), args.name)
+        out = evaluate(args.run_dir, list(args.overrides), args.name, plots=not args.no_plots)
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

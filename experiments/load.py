@@ -248,13 +248,15 @@ class Run:
         return np.concatenate(out)
 
     # -- evaluate -----------------------------------------------------------------------------------
-    def evaluate(self, data_config_or_task: Any = None) -> dict[str, dict[str, float]]:
+    def evaluate(self, data_config_or_task: Any = None, plots: str | os.PathLike | None = None
+                 ) -> dict[str, dict[str, float]]:
         """The task's metrics of the model on every evaluation split (``Trainer.evaluate``, as the run's
         own evaluation): ``{split: {metric: value}}``.
 
         ``None``: the run's task (the numbers of its results.json). A data config (``cfg.data``-like:
         a mapping with ``_target_``) or a built ``Task``: that task, set up here (its normaliser fitted on
-        its own training split, as the task does); the model must fit its data.
+        its own training split, as the task does); the model must fit its data. ``plots``: a directory
+        for the task's sample plots of every split (``Task.plot``, as the trainer draws them).
         """
         import flax.nnx as nnx
 
@@ -273,7 +275,12 @@ class Run:
             task.setup(progress=False)
         trainer = Trainer(trainer_config(self.cfg), self.path, seed=int(self.cfg.seed))
         graphdef, params, rest = nnx.split(self.model, nnx.Param, ...)
-        return trainer.evaluate(task, graphdef, {"params": params, "rest": rest})
+        metrics = trainer.evaluate(task, graphdef, {"params": params, "rest": rest})
+        if plots is not None:
+            pathlib.Path(plots).mkdir(parents=True, exist_ok=True)
+            for split in task.eval_splits():
+                task.plot(self.model, split, pathlib.Path(plots))
+        return metrics
 
 
 @functools.lru_cache(maxsize=None)

@@ -132,6 +132,8 @@ def test_cli_round_trip(trained, tmp_path, capsys):
     assert list(record["metrics"]) == ["test_s17", "test_s9"]
     assert record["metrics"]["test_s17"] == results["metrics"]["test_s17"]
     assert record["overrides"] == ["data.test_resolutions=[9]"] and record["data"]["test_resolutions"] == [9]
+    drawn = sorted(p.name for p in (run_dir / "plots" / "eval_data.test_resolutions-9").iterdir())
+    assert drawn == ["sample_test_s17.png", "sample_test_s9.png"]
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").rglob("*")} == before
 
     assert predict.main([str(run_dir), "--input", str(tmp_path / "fields.npz"), "--output",
