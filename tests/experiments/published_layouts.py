@@ -2,11 +2,84 @@
 the public datasets (from our own arrays), and one training step on a task built from such a file."""
 from __future__ import annotations
 
+import csv
+import pathlib
+
 import flax.nnx as nnx
 import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.io
+
+from experiments.data.listops import decode, listops_source
+
+
+def write_mat(path: pathlib.Path, arrays: dict[str, np.ndarray], version: str) -> pathlib.Path:
+    """``arrays`` as a MATLAB file: v5 through SciPy, or v7.3 in MATLAB's HDF5 layout."""
+    if version == "5":
+        scipy.io.savemat(path, arrays)
+        return path
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, value in arrays.items():
+            dataset = f.create_dataset(name, data=np.transpose(np.asarray(value, np.float64)))  # column-major
+            dataset.attrs["MATLAB_class"] = np.bytes_("double")
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Fri Dec  4 12:00:00 2026 HDF5 schema 1.00 ."
+    with open(path, "r+b") as f:  # MATLAB's 128-byte header: text, subsystem offset, version 0x0200, "IM"
+        f.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02" + b"IM")
+    return path
+
+
+def write_listops_release(folder: pathlib.Path, data: dict) -> None:
+    """``data`` as lra_benchmarks/data/listops.py writes basic_{split}.tsv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, arrays in data.items():
+        rows = []
+        for ids, label in zip(arrays["inputs"], arrays["label"]):
+            tokens = decode(ids)
+            assert tokens[-1] == "<eos>"
+            rows.append([listops_source(tokens[:-1]), int(label)])
+        with open(folder / f"basic_{split}.tsv", "w", newline="") as f:
+            writer = csv.writer(f, delimiter="\t")
+            writer.writerow(["Source", "Target"])
+            writer.writerows(rows)
+
+
+def write_pdebench_darcy(path, coeff: np.ndarray, sol: np.ndarray) -> None:
+    """A 2-D Darcy file as PDEBench's ``Data_Merge`` (ReacDiff): tensor (N, 1, X, Y) from ``sol`` (N, X, Y),
+    nu (N, X, Y) from ``coeff``, cell-centred coordinates, attribute beta."""
+    n_x, n_y = coeff.shape[1:]
+    with h5py.File(path, "w") as f:
+        f.create_dataset("tensor", data=sol[:, None].astype(np.float32))
+        f.create_dataset("nu", data=coeff.astype(np.float32))
+        f.create_dataset("x-coordinate", data=((np.arange(n_x) + 0.5) / n_x).astype(np.float32))
+        f.create_dataset("y-coordinate", data=((np.arange(n_y) + 0.5) / n_y).astype(np.float32))
+        f.attrs["beta"] = 1.0
+
+
+def write_pdebench_groups(path, data: np.ndarray) -> None:
+    """``data`` (N, T, X, Y, C) as PDEBench's ``gen_diff_react.py``: groups '0000'... each with data
+    (T, X, Y, C) and grid/x, grid/y, grid/t."""
+    n, t, s = data.shape[:3]
+    with h5py.File(path, "w") as f:
+        for i in range(n):
+            seed = str(i).zfill(4)
+            f.create_dataset(f"{seed}/data", data=data[i], dtype="float32", compression="lzf")
+            f.create_dataset(f"{seed}/grid/x", data=np.linspace(-1, 1, s), dtype="float32")
+            f.create_dataset(f"{seed}/grid/y", data=np.linspace(-1, 1, data.shape[3]), dtype="float32")
+            f.create_dataset(f"{seed}/grid/t", data=np.linspace(0, 5, t), dtype="float32")
+            f[seed].attrs["config"] = "sim: {seed: %d}" % i
+
+
+def velocity_of(w: np.ndarray) -> np.ndarray:
+    """(..., s, s) vorticity on the unit torus -> (..., s, s, 2) velocity (psi_y, -psi_x), -Lap psi = w."""
+    k = np.fft.fftfreq(w.shape[-1], 1.0 / w.shape[-1])
+    kx, ky = np.meshgrid(k, k, indexing="ij")
+    lap = 4 * np.pi ** 2 * (kx ** 2 + ky ** 2)
+    psi_hat = np.fft.fft2(w) / np.where(lap == 0, 1, lap)
+    u = np.real(np.fft.ifft2(2j * np.pi * ky * psi_hat))
+    v = np.real(np.fft.ifft2(-2j * np.pi * kx * psi_hat))
+    return np.stack([u, v], axis=-1).astype(np.float32)
 
 
 def _well_flags(ds: h5py.Dataset, time_varying: bool = True) -> None:

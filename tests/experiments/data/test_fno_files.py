@@ -9,7 +9,6 @@ zongyi-li/fourier_neural_operator) undoes with np.transpose(x, axes=range(ndim -
 """
 from __future__ import annotations
 
-import pathlib
 import sys
 
 import h5py
@@ -17,7 +16,6 @@ import numpy as np
 import pytest
 import scipy.io
 
-from experiments.config import compose
 from experiments.data.burgers import BurgersFlow
 from experiments.data.darcy import DarcyFlow
 from experiments.data.fno_files import BurgersMat, DarcyMat, NavierStokesMat
@@ -27,22 +25,9 @@ from experiments.errors import UserInputError
 from experiments.tasks.pde import OperatorTask
 from experiments.tasks.rollout import RolloutTask
 
+from published_layouts import write_mat
+
 VERSIONS = ("5", "7.3")
-
-
-def write_mat(path: pathlib.Path, arrays: dict[str, np.ndarray], version: str) -> pathlib.Path:
-    """``arrays`` as a MATLAB file: v5 through SciPy, or v7.3 in MATLAB's HDF5 layout."""
-    if version == "5":
-        scipy.io.savemat(path, arrays)
-        return path
-    with h5py.File(path, "w", userblock_size=512) as f:
-        for name, value in arrays.items():
-            dataset = f.create_dataset(name, data=np.transpose(np.asarray(value, np.float64)))  # column-major
-            dataset.attrs["MATLAB_class"] = np.bytes_("double")
-    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Fri Dec  4 12:00:00 2026 HDF5 schema 1.00 ."
-    with open(path, "r+b") as f:  # MATLAB's 128-byte header: text, subsystem offset, version 0x0200, "IM"
-        f.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02" + b"IM")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -178,21 +163,3 @@ def test_unreachable_resolution_names_the_reachable_ones(tmp_path, generated):
     train, test = darcy_files(tmp_path, generated, "5")
     with pytest.raises(UserInputError, match=r"resolution 8 .* valid resolutions are \[17, 9, 5, 3, 2\]"):
         OperatorTask(DarcyMat(str(train), str(test)), n_train=8, n_test=4, train_resolution=8)
-
-
-@pytest.mark.slow  # two short runs of the runner (~15 s of CPU on an idle machine, mostly compilation)
-def test_training_on_the_mat_files_equals_training_on_the_generated_data(tmp_path, generated):
-    from experiments.train import run
-
-    train, test = darcy_files(tmp_path, generated, "7.3")
-    common = ["data.n_train=8", "data.n_test=4", "data.train_resolution=9", "data.test_resolutions=[]",
-              "model.modes=[3,3]", "model.width=4", "model.n_layers=1", "model.projection_channels=4",
-              "trainer.batch_size=4", "trainer.max_steps=3", "trainer.devices=1", "trainer.progress=false",
-              "trainer.plots=false"]
-    cache = generated["datasets"]["darcy"].cache_dir
-    from_generator = run(compose(["data=darcy", "data.pde.resolution=17", f"data.pde.cache_dir={cache}", *common]),
-                         tmp_path / "generated")
-    from_files = run(compose(["data=darcy_mat", f"data.pde.train_path={train}", f"data.pde.test_path={test}",
-                              *common]), tmp_path / "files")
-    got, want = from_files["metrics"]["test_s9"]["rel_l2"], from_generator["metrics"]["test_s9"]["rel_l2"]
-    assert 0 < want < 2 and abs(got - want) <= 1e-6

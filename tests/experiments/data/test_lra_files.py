@@ -10,7 +10,6 @@ writes it. Oracle: the generator's own arrays, which the reader must give back b
 """
 from __future__ import annotations
 
-import csv
 import pathlib
 import shutil
 
@@ -22,29 +21,16 @@ from PIL import Image
 
 from experiments.build import build_task
 from experiments.config import compose
-from experiments.data.listops import EOS, ListOps, decode, listops_source
+from experiments.data.listops import EOS, ListOps
 from experiments.data.pathfinder import Pathfinder, pathfinder_folder_samples
 from experiments.errors import UserInputError
 from experiments.trainer import Trainer, TrainerConfig
 from optim import adam
 
+from published_layouts import write_listops_release
+
 LISTOPS = dict(min_length=10, max_length=80, seed=2)
 SPLIT_SIZES = {"train": 24, "val": 6, "test": 6}
-
-
-def write_listops_release(folder: pathlib.Path, data: dict) -> None:
-    """``data`` as lra_benchmarks/data/listops.py writes basic_{split}.tsv."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, arrays in data.items():
-        rows = []
-        for ids, label in zip(arrays["inputs"], arrays["label"]):
-            tokens = decode(ids)
-            assert tokens[-1] == "<eos>"
-            rows.append([listops_source(tokens[:-1]), int(label)])
-        with open(folder / f"basic_{split}.tsv", "w", newline="") as f:
-            writer = csv.writer(f, delimiter="\t")
-            writer.writerow(["Source", "Target"])
-            writer.writerows(rows)
 
 
 @pytest.fixture(scope="module")

@@ -22,20 +22,9 @@ from experiments.data.the_well import WellTrajectories, the_well_task
 from experiments.errors import UserInputError
 from operators.pde.navier_stokes import NavierStokesGenerator
 
-from published_layouts import one_training_step, write_well_file
+from published_layouts import one_training_step, velocity_of, write_well_file
 
 S, T, N_TRAJ = 8, 6, 2  # grid, steps per trajectory, trajectories per file
-
-
-def velocity_of(w: np.ndarray) -> np.ndarray:
-    """(..., s, s) vorticity on the unit torus -> (..., s, s, 2) velocity (psi_y, -psi_x), -Lap psi = w."""
-    k = np.fft.fftfreq(w.shape[-1], 1.0 / w.shape[-1])
-    kx, ky = np.meshgrid(k, k, indexing="ij")
-    lap = 4 * np.pi ** 2 * (kx ** 2 + ky ** 2)
-    psi_hat = np.fft.fft2(w) / np.where(lap == 0, 1, lap)
-    u = np.real(np.fft.ifft2(2j * np.pi * ky * psi_hat))
-    v = np.real(np.fft.ifft2(-2j * np.pi * kx * psi_hat))
-    return np.stack([u, v], axis=-1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
