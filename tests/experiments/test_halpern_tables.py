@@ -88,6 +88,7 @@ def test_matrix_game_table_in_process(tmp_path, capsys):
     assert "η = 5/‖A‖_F" in text and "γ = 3√p/‖A‖_F" in text     # the authors' parameters
 
 
+@pytest.mark.slow  # every solver run to its budget
 def test_qp_table_in_process(tmp_path):
     out = tmp_path / "qp"
     assert main(["halpern_qp", "--epochs", "30", "--n", "40", "--out", str(out)]) == 0

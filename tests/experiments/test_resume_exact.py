@@ -283,12 +283,13 @@ LONG = [f"hydra.searchpath=[file://{REPO}/tests/experiments/configs]", "data=toy
 @pytest.fixture(scope="module")
 def command_env(tmp_path_factory) -> dict[str, str]:
     """The environment of the command's processes: one CPU device, toy_tasks importable, their own data
-    cache, and one persistent compilation cache for all of them."""
+    cache, one persistent compilation cache for all of them, and this process's XLA flags."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
     env.update(NEURAL_LAX_CACHE=str(tmp_path_factory.mktemp("command_data")), JAX_PLATFORMS="cpu",
                JAX_NUM_CPU_DEVICES="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO / "tests" / "experiments"),
                JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("command_compilation_cache")),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", ""))  # compiled as the in-process reference is: same bits
     return env
 
 

@@ -330,6 +330,7 @@ def test_a_sequence_dataset_missing_members_is_refused_naming_them_and_the_proto
 
 # -- training through the trainer -----------------------------------------------------------------------
 
+@pytest.mark.slow  # a training to high accuracy
 def test_digits_train_to_high_accuracy(tmp_path):
     task = SequenceClassification(SequentialDigits(cache_dir=str(tmp_path / "cache")))
     task.setup(progress=False)
@@ -338,6 +339,7 @@ def test_digits_train_to_high_accuracy(tmp_path):
     assert res["metrics"]["test"]["accuracy"] > 0.85
 
 
+@pytest.mark.slow  # a training to a target loss
 def test_char_lm_learns_bigrams(tmp_path):
     task = LanguageModeling(CharCorpus(max_chars=20_000, cache_dir=str(tmp_path / "cache")), seq_len=32)
     task.setup(progress=False)

@@ -247,6 +247,7 @@ def test_gradient_matches_finite_differences():
                                    directional_fd(lambda x: value(params, x), a, v_input), rtol=1e-6)
 
 
+@pytest.mark.slow  # a training to a tolerance
 def test_short_training_fits_a_discrete_poisson_solve():
     """Learn f -> u with -Laplacian_h u = f, u = 0 outside (5-point, 9 x 9): a linear elliptic solve,
     the problem class a V-cycle is built for. 80 Adam steps must cut the relative L2 error by 3x."""

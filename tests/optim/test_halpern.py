@@ -381,6 +381,7 @@ def test_every_solver_converges_on_a_strongly_monotone_problem():
             assert err < 0.05 * np.linalg.norm(u_star), (name, err)
 
 
+@pytest.mark.slow  # every solver run to convergence
 def test_monotone_lipschitz_solvers_converge_on_rock_paper_scissors():
     """EG, EAG, VR-EG and Algorithm 2 need only monotone + Lipschitz; the equilibrium is uniform.
     (Algorithm 1 assumes cocoercivity, which a bilinear game lacks: near an interior equilibrium
@@ -404,6 +405,7 @@ def test_monotone_lipschitz_solvers_converge_on_rock_paper_scissors():
             assert err < 0.02, (name, err)
 
 
+@pytest.mark.slow  # every solver run to convergence
 def test_every_solver_converges_on_a_game_with_a_pure_saddle_point():
     problem = simplex_game(PURE)
     u_star = np.zeros(10)

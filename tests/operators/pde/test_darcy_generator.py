@@ -105,6 +105,7 @@ def test_subsample_stride_inverts_subsampled_resolution():
         subsample_stride(421, 100)
 
 
+@pytest.mark.slow  # a process pool of solves
 def test_parallel_solves_equal_serial_solves():
     serial = generate_darcy(6, 33, seed=4, workers=1)
     parallel = generate_darcy(6, 33, seed=4, workers=2)
