@@ -3,6 +3,7 @@ the public datasets (from our own arrays), and one training step on a task built
 from __future__ import annotations
 
 import csv
+import io
 import pathlib
 
 import flax.nnx as nnx
@@ -135,3 +136,14 @@ def one_training_step(task) -> None:
     stepped = jax.tree.map(lambda p, g: p - 1e-3 * g / norm, state, grad)
     assert np.isfinite(float(loss)) and float(norm) > 0
     assert float(loss_and_grad(stepped)[0]) < float(loss)
+
+
+class CountingFile(io.FileIO):
+    """A real file that counts the bytes h5py reads through it."""
+
+    read_bytes = 0
+
+    def readinto(self, buffer):
+        n = super().readinto(buffer)
+        CountingFile.read_bytes += n or 0
+        return n

@@ -8,7 +8,6 @@ the splits of PDEBench's loaders (``pdebench/models/fno/utils.py``).
 """
 from __future__ import annotations
 
-import io
 
 import h5py
 import numpy as np
@@ -22,7 +21,7 @@ from operators.pde.burgers import cole_hopf, grf1_periodic
 from operators.pde.darcy import DarcyGenerator
 from operators.pde.navier_stokes import NavierStokesGenerator
 
-from published_layouts import one_training_step
+from published_layouts import CountingFile, one_training_step
 
 N, X, T = 10, 16, 8  # samples, grid, snapshots; test_ratio 0.1: one test sample
 
@@ -114,17 +113,6 @@ def test_grouped_file_is_a_rollout_of_all_its_fields(tmp_path, vorticity):
     assert np.array_equal(task.train["y"], time_major[:3, ..., 4:10])
     assert np.array_equal(task.evals["test_s8"]["x"], time_major[9:, ..., :4])
     assert np.array_equal(task.train["y"][0, ..., 1::2], data[0, 2:5, ..., 1].transpose(1, 2, 0))  # field 1
-
-
-class CountingFile(io.FileIO):
-    """A real file that counts the bytes h5py reads through it."""
-
-    read_bytes = 0
-
-    def readinto(self, buffer):
-        n = super().readinto(buffer)
-        CountingFile.read_bytes += n or 0
-        return n
 
 
 def test_reading_is_lazy_only_the_requested_samples(tmp_path, monkeypatch, vorticity):

@@ -9,7 +9,6 @@ equal the written arrays exactly, chosen as ``WellDataset`` indexes and restrict
 """
 from __future__ import annotations
 
-import io
 
 import h5py
 import jax.numpy as jnp
@@ -22,7 +21,7 @@ from experiments.data.the_well import WellTrajectories, the_well_task
 from experiments.errors import UserInputError
 from operators.pde.navier_stokes import NavierStokesGenerator
 
-from published_layouts import one_training_step, velocity_of, write_well_file
+from published_layouts import CountingFile, one_training_step, velocity_of, write_well_file
 
 S, T, N_TRAJ = 8, 6, 2  # grid, steps per trajectory, trajectories per file
 
@@ -108,17 +107,6 @@ def test_a_single_file_is_split_by_trajectory(tmp_path, flows):
         assert np.array_equal(series[i], want)
     with pytest.raises(UserInputError, match=r"has no val split .* data/\{train,valid,test\}/ folders"):
         pde.load("val", 1, progress=False)
-
-
-class CountingFile(io.FileIO):
-    """A real file that counts the bytes h5py reads through it."""
-
-    read_bytes = 0
-
-    def readinto(self, buffer):
-        n = super().readinto(buffer)
-        CountingFile.read_bytes += n or 0
-        return n
 
 
 def test_reading_is_lazy_one_window_at_a_time(tmp_path, monkeypatch, flows):
