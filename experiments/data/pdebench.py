@@ -39,6 +39,7 @@ import h5py
 import numpy as np
 
 from experiments.data import progress_bar
+from experiments.data.arrays import grid_stride
 from experiments.errors import UserInputError
 from experiments.tasks.pde import OperatorTask
 from experiments.tasks.rollout import RolloutTask
@@ -68,14 +69,10 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
 
 def strided_shape(native: Sequence[int], resolution: int) -> tuple[tuple[int, ...], int]:
     """(grid, stride) when every axis of ``native`` is taken every ``stride``-th point, ``resolution`` points
-    along the first axis; a ValueError listing the reachable resolutions otherwise."""
-    native = tuple(int(n) for n in native)
-    stride = native[0] // resolution if resolution >= 1 else 0
-    if stride < 1 or stride * resolution != native[0] or any(n % stride for n in native):
-        valid = [native[0] // r for r in range(1, native[0] + 1) if all(n % r == 0 for n in native)]
-        raise ValueError(f"resolution {resolution} cannot be taken from the file's grid {native} by striding "
-                         f"every axis; the reachable resolutions (points along the first axis) are {valid}")
-    return tuple(n // stride for n in native), stride
+    along the first axis (``experiments.data.arrays.grid_stride``'s periodic rule: the stride divides every
+    axis); a ValueError listing the reachable resolutions otherwise."""
+    stride = grid_stride(native, True, resolution)
+    return tuple(int(n) // stride for n in native), stride
 
 
 def subsample_strided(fields: np.ndarray, native: Sequence[int], resolution: int) -> np.ndarray:
