@@ -30,7 +30,7 @@ import numpy as np
 from experiments.data.matfile import MatFile, require_h5py
 from experiments.errors import UserInputError
 
-__all__ = ["ArrayFields", "FileFields", "LAYOUTS", "grid_stride", "grid_strides", "open_fields"]
+__all__ = ["ArrayFields", "FileFields", "LAYOUTS", "grid_stride", "grid_strides", "npy_member_header", "open_fields"]
 
 LAYOUTS = ("last", "first", "none")
 SUFFIXES = (".npz", ".h5", ".hdf5", ".mat", "a pair [x.npy, y.npy]")
@@ -84,7 +84,7 @@ class _NpzFile:
         self.path = path
         try:
             with zipfile.ZipFile(path) as archive:
-                self._shapes = {name[:-4]: _npy_member_shape(archive, name) for name in archive.namelist()
+                self._shapes = {name[:-4]: npy_member_header(archive, name)[0] for name in archive.namelist()
                                 if name.endswith(".npy")}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
             raise UserInputError(f"{str(path)!r} is not a readable .npz file (truncated or corrupt?): {err}") from None
@@ -105,15 +105,19 @@ class _NpzFile:
                                  f"{err}") from None
 
 
-def _npy_member_shape(archive: zipfile.ZipFile, name: str) -> tuple[int, ...]:
-    """The shape in a member's .npy header (format 1.0 or 2.0, what ``np.savez`` writes), without its data."""
+def npy_member_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) in the .npy header of an archive member, without its data (formats 1.0 and 2.0, what
+    ``np.savez`` writes; a member of another format version is loaded to find them)."""
     with archive.open(name) as f:
         version = np.lib.format.read_magic(f)
         read_header = {(1, 0): np.lib.format.read_array_header_1_0,
                        (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read_header is None:
-            return tuple(np.load(f, allow_pickle=False).shape)
-        return tuple(read_header(f)[0])
+        if read_header is not None:
+            shape, _, dtype = read_header(f)
+            return tuple(shape), np.dtype(dtype)
+    with archive.open(name) as f:
+        array = np.load(f, allow_pickle=False)
+        return array.shape, array.dtype
 
 
 class _H5File:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from experiments.data.arrays import npy_member_header
 from experiments.errors import UserInputError
 
 __all__ = ["SequenceArrays", "npz_headers"]
@@ -62,12 +63,7 @@ def npz_headers(file: str | Path, what: str = "file") -> dict[str, Header]:
             for name in archive.namelist():
                 if not name.endswith(".npy"):
                     continue
-                with archive.open(name) as f:
-                    version = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                        np.lib.format.read_array_header_2_0
-                    shape, _, dtype = read(f)
-                headers[name[:-len(".npy")]] = Header(tuple(shape), np.dtype(dtype))
+                headers[name[:-len(".npy")]] = Header(*npy_member_header(archive, name))
     except (zipfile.BadZipFile, ValueError, OSError) as err:
         raise UserInputError(f"{what}: {file} is not a readable .npz file ({err}); save the arrays with "
                              f"numpy.savez(file, inputs=..., labels=...)") from None
