@@ -136,26 +136,14 @@ class OperatorTransforms:
 
 
 class SequenceTransforms:
-    """The sequence tasks' encoding of raw inputs (``experiments.tasks.sequence``): the dataset's
-    ``model_inputs`` if it has one, else int32 tokens (a vocabulary) or float32 features with a channel
-    axis; the mask True at real positions (``inputs != pad_id`` where the dataset pads)."""
+    """The sequence tasks' encoding of raw inputs: the task's own ``encode_inputs``
+    (``experiments.tasks.sequence``), as its batches are encoded."""
 
     def __init__(self, task):
-        self.dataset = task.dataset
+        self.task = task
 
     def encode(self, inputs: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        ds = self.dataset
-        if hasattr(ds, "model_inputs"):
-            x = ds.model_inputs(inputs)
-        elif ds.vocab_size is not None:
-            x = inputs.astype(np.int32)
-        else:
-            x = inputs.astype(np.float32)
-            x = x[..., None] if x.ndim == 2 else x                          # (n, L) -> (n, L, 1)
-        if mask is None:
-            pad = getattr(ds, "pad_id", None)
-            mask = inputs != pad if pad is not None else np.ones(inputs.shape[:2], bool)
-        return x, np.asarray(mask, bool)
+        return self.task.encode_inputs(inputs, mask)
 
 
 def task_transforms(task, export_dir: pathlib.Path | None = None):

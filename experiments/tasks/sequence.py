@@ -106,9 +106,10 @@ class _SequenceTask(Task):
         for batch, valid in super().eval_batches(split, batch_size, shard=shard):
             yield self._complete(batch), valid
 
-    def _complete(self, batch: Mapping[str, np.ndarray]) -> Batch:
-        """Stored arrays of a batch -> what the model and the metrics read (dtypes, mask)."""
-        inputs = batch["inputs"]
+    def encode_inputs(self, inputs: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Stored inputs -> what the model reads: the dataset's ``model_inputs`` if it has one, else int32
+        tokens (a vocabulary) or float32 features with a channel axis; and the mask, True at real
+        positions (``inputs != pad_id`` where the dataset pads and no mask is given)."""
         if hasattr(self.dataset, "model_inputs"):
             x = self.dataset.model_inputs(inputs)
         elif self.dataset.vocab_size is not None:
@@ -116,13 +117,15 @@ class _SequenceTask(Task):
         else:
             x = inputs.astype(np.float32)
             x = x[..., None] if x.ndim == 2 else x                          # (B, L) -> (B, L, 1)
-        mask = batch.get("mask")
         if mask is None:
             pad = getattr(self.dataset, "pad_id", None)
             mask = inputs != pad if pad is not None else np.ones(inputs.shape[:2], bool)
-        out = {"inputs": x, "mask": np.asarray(mask, bool)}
-        out.update(self._complete_targets(batch, out["mask"]))
-        return out
+        return x, np.asarray(mask, bool)
+
+    def _complete(self, batch: Mapping[str, np.ndarray]) -> Batch:
+        """Stored arrays of a batch -> what the model and the metrics read (dtypes, mask)."""
+        x, mask = self.encode_inputs(batch["inputs"], batch.get("mask"))
+        return {"inputs": x, "mask": mask, **self._complete_targets(batch, mask)}
 
     def _complete_targets(self, batch: Mapping[str, np.ndarray], mask: np.ndarray) -> Batch:
         raise NotImplementedError
